@@ -1,0 +1,63 @@
+# The two commands a newcomer needs:
+#   make local   start the pipeline locally on embedded defaults
+#   make test    set everything up and pass every test
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+STAMP := $(VENV)/.installed
+# sam build looks for python3.13 on PATH; the venv provides it.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help setup test lint typecheck pytest sam-validate sam-build local lock clean
+
+help:
+	@echo "make local   run the pipeline locally (redis-server + the intake API on :3000)"
+	@echo "make test    lint, type-check, test, validate and build the SAM bundle"
+	@echo "make lock    re-pin requirements-dev.txt from requirements-dev.in"
+
+$(STAMP): requirements-dev.txt layers/mailcore/requirements.txt pyproject.toml
+	@test -x $(VENV)/bin/python || "$$(scripts/find-python313)" -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+setup: $(STAMP)
+	@scripts/ensure-redis-server
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+typecheck: setup
+	mypy
+
+pytest: setup
+	pytest
+
+sam-validate: setup
+	sam validate --lint
+
+sam-build: setup
+	sam build --parallel --cached
+
+test: lint typecheck pytest sam-validate sam-build
+
+local: setup
+	python scripts/local_stack.py
+
+lock:
+	rm -rf .lock-venv
+	"$$(scripts/find-python313)" -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -r requirements-dev.in
+	{ echo "# Pinned by 'make lock' from requirements-dev.in; do not edit by hand."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > requirements-dev.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

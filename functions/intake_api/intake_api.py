@@ -1,0 +1,121 @@
+"""Lambda handler: the Auth / Session service's login-code intake (REST, AWS_IAM).
+
+Thin by design: Powertools parses and validates the request, one service call
+accepts it, and the answer is shaped here. The services are built once per
+cold start, below, and reused by warm invocations.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Header
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mailcore.composition import build_auth_intake
+from mailcore.config import load_settings
+from mailcore.contracts.auth import (
+    IDEMPOTENCY_KEY_HEADER,
+    MAX_BODY_BYTES,
+    REPLAYED_HEADER,
+    AcceptanceOutcome,
+    IdempotencyKey,
+    LoginCodeDeliveryRequest,
+    LoginCodeDeliveryResponse,
+)
+from mailcore.contracts.errors import HTTP_STATUS, ErrorBody, ErrorCode
+from mailcore.domain.model import AUTH_LOGIN_CODE_TEMPLATE, Source
+from mailcore.errors import IdempotencyConflict, StoreUnavailable
+from mailcore.http_api import describe_validation_errors, error_response, json_response
+from mailcore.services.auth_intake import AuthIntake
+from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, Metric
+
+logger = Logger(service=SERVICE_NAME)
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
+
+
+def build_app(intake: AuthIntake) -> APIGatewayRestResolver:
+    # debug=False explicitly: Powertools' debug mode would print whole events,
+    # and an event carries a login code.
+    app = APIGatewayRestResolver(enable_validation=True, debug=False)
+
+    @app.post("/api/v1/internal/login-code-deliveries")
+    def create_login_code_delivery(
+        request: LoginCodeDeliveryRequest,
+        idempotency_key: Annotated[IdempotencyKey, Header(alias=IDEMPOTENCY_KEY_HEADER)],
+    ) -> Response[Any]:
+        accepted = intake.accept_login_code(request, idempotency_key)
+        logger.info(
+            "login code delivery accepted",
+            delivery_id=accepted.delivery_id,
+            source=Source.AUTHSESSION,
+            template_id=AUTH_LOGIN_CODE_TEMPLATE,
+            outcome=accepted.outcome,
+            replayed=accepted.replayed,
+        )
+        if accepted.replayed:
+            metrics.add_metric(Metric.IDEMPOTENT_REPLAYS, MetricUnit.Count, 1)
+        else:
+            metrics.add_metric(Metric.AUTH_DELIVERIES_ACCEPTED, MetricUnit.Count, 1)
+            if accepted.outcome is AcceptanceOutcome.SUPPRESSED:
+                metrics.add_metric(Metric.DELIVERIES_SUPPRESSED, MetricUnit.Count, 1)
+        body = LoginCodeDeliveryResponse(delivery_id=accepted.delivery_id, outcome=accepted.outcome)
+        headers = {REPLAYED_HEADER: "true"} if accepted.replayed else {}
+        return json_response(200, body.model_dump(mode="json"), headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(error: RequestValidationError) -> Response[Any]:
+        message = describe_validation_errors(error.errors())
+        logger.info("request rejected", error_code=ErrorCode.INVALID_REQUEST, reason=message)
+        metrics.add_metric(Metric.REQUESTS_REJECTED, MetricUnit.Count, 1)
+        return error_response(ErrorCode.INVALID_REQUEST, message)
+
+    @app.exception_handler(IdempotencyConflict)
+    def idempotency_conflict(error: IdempotencyConflict) -> Response[Any]:
+        logger.info("idempotency conflict", error_code=ErrorCode.IDEMPOTENCY_CONFLICT)
+        metrics.add_metric(Metric.IDEMPOTENCY_CONFLICTS, MetricUnit.Count, 1)
+        return error_response(ErrorCode.IDEMPOTENCY_CONFLICT, str(error))
+
+    @app.exception_handler(StoreUnavailable)
+    def store_unavailable(error: StoreUnavailable) -> Response[Any]:
+        logger.warning("state store unavailable", reason=str(error))
+        metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)
+        return error_response(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "the mail service cannot reach its store; retry with the same Idempotency-Key",
+        )
+
+    @app.exception_handler(Exception)
+    def internal_error(error: Exception) -> Response[Any]:
+        # The type only: messages of unexpected errors may quote request data.
+        logger.error("unexpected error", error_type=type(error).__name__)
+        metrics.add_metric(Metric.INTERNAL_ERRORS, MetricUnit.Count, 1)
+        return error_response(ErrorCode.INTERNAL_ERROR, "internal error")
+
+    return app
+
+
+def reject_oversized_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Refuse bodies past the contract's size before anything parses them."""
+    if len(event.get("body") or "") <= MAX_BODY_BYTES:
+        return None
+    error = ErrorBody.of(ErrorCode.INVALID_REQUEST, f"request body exceeds {MAX_BODY_BYTES} bytes")
+    return {
+        "statusCode": HTTP_STATUS[ErrorCode.INVALID_REQUEST],
+        "headers": {"Content-Type": "application/json"},
+        "body": error.model_dump_json(),
+        "isBase64Encoded": False,
+    }
+
+
+app = build_app(build_auth_intake(load_settings()))
+
+
+@logger.inject_lambda_context(log_event=False, correlation_id_path="requestContext.requestId")
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return reject_oversized_body(event) or app.resolve(event, context)

@@ -1,0 +1,1 @@
+"""Wire contracts: the pydantic models of what callers send and receive."""

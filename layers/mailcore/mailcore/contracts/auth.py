@@ -1,0 +1,44 @@
+"""The Auth / Session service's contract: ``POST /api/v1/internal/login-code-deliveries``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from mailcore.contracts.fields import EmailAddress, Locale
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_BODY_BYTES = 4096
+
+# Visible ASCII only: the key becomes part of Redis key names and log fields.
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+]
+LoginCode = Annotated[
+    str, StringConstraints(min_length=4, max_length=32, pattern=r"^[A-Za-z0-9-]+$")
+]
+
+
+class LoginCodeDeliveryRequest(BaseModel):
+    """Send a login code to one address, in the reader's language."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    email: EmailAddress = Field(description="The recipient's address.")
+    code: LoginCode = Field(description="The login code. A secret: never logged or shown.")
+    locale: Locale = Field(description="BCP 47 language tag, for example `en` or `pt-BR`.")
+
+
+class AcceptanceOutcome(StrEnum):
+    SENT = "sent"  # durably accepted into the pipeline (not "SMTP done")
+    SUPPRESSED = "suppressed"  # accepted and deliberately not sent
+
+
+class LoginCodeDeliveryResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    delivery_id: str
+    outcome: AcceptanceOutcome

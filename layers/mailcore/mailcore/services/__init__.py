@@ -1,0 +1,1 @@
+"""Application services: one use case each, free of Lambda and of Redis details."""

@@ -1,0 +1,96 @@
+"""Accept a login-code mail from the Auth / Session service, durably and idempotently."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from mailcore.config import SmtpMode
+from mailcore.contracts.auth import AcceptanceOutcome, LoginCodeDeliveryRequest
+from mailcore.domain.model import (
+    AUTH_LOGIN_CODE_TEMPLATE,
+    Attempt,
+    Delivery,
+    Envelope,
+    PayloadMode,
+    Source,
+)
+from mailcore.domain.states import AttemptStatus, DeliveryStatus
+from mailcore.errors import IdempotencyConflict
+from mailcore.ports import AcceptanceStore, Clock, IdGenerator
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAcceptance:
+    delivery_id: str
+    outcome: AcceptanceOutcome
+    replayed: bool  # an identical earlier request already created this delivery
+
+
+def request_fingerprint(request: LoginCodeDeliveryRequest) -> str:
+    """A digest of what the caller asked for; a replay must match it exactly."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class AuthIntake:
+    """Turns one login-code request into one stored delivery.
+
+    In stub mode the delivery is born ``suppressed`` with no attempt; in smtp
+    mode it is ``queued`` with its first attempt due now.
+    """
+
+    def __init__(
+        self, store: AcceptanceStore, clock: Clock, ids: IdGenerator, smtp_mode: SmtpMode
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._ids = ids
+        self._smtp_mode = smtp_mode
+
+    def accept_login_code(
+        self, request: LoginCodeDeliveryRequest, idempotency_key: str
+    ) -> AuthAcceptance:
+        now = self._clock.now_ms()
+        suppressed = self._smtp_mode is SmtpMode.STUB
+        outcome = AcceptanceOutcome.SUPPRESSED if suppressed else AcceptanceOutcome.SENT
+        delivery = Delivery(
+            delivery_id=self._ids.new_delivery_id(),
+            source=Source.AUTHSESSION,
+            status=DeliveryStatus.SUPPRESSED if suppressed else DeliveryStatus.QUEUED,
+            payload_mode=PayloadMode.TEMPLATE,
+            envelope=Envelope(to=(request.email,)),
+            idempotency_key=idempotency_key,
+            created_at_ms=now,
+            updated_at_ms=now,
+            template_id=AUTH_LOGIN_CODE_TEMPLATE,
+            locale=request.locale,
+            variables={"code": request.code},
+            secret_variables=frozenset({"code"}),
+            attempt_count=0 if suppressed else 1,
+        )
+        first_attempt = (
+            None
+            if suppressed
+            else Attempt(
+                delivery_id=delivery.delivery_id,
+                attempt_no=1,
+                status=AttemptStatus.SCHEDULED,
+                scheduled_for_ms=now,
+                created_at_ms=now,
+            )
+        )
+        result = self._store.accept(
+            delivery,
+            first_attempt,
+            fingerprint=request_fingerprint(request),
+            outcome=outcome,
+        )
+        if not result.fingerprint_matches:
+            raise IdempotencyConflict(Source.AUTHSESSION)
+        return AuthAcceptance(
+            delivery_id=result.delivery_id,
+            outcome=AcceptanceOutcome(result.outcome),
+            replayed=not result.created,
+        )

@@ -1,0 +1,112 @@
+"""Every Redis key name the service uses, and nothing else builds one.
+
+All keys of the service's state carry the same hash tag (``{p0}``), so every
+atomic Lua step touches a single hash slot and runs unchanged on Redis Cluster
+and ElastiCache Serverless. The tag names a partition: today there is one.
+
+The command stream is the producer's key and carries no tag; it is only read
+with ``XREAD`` outside scripts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PARTITION = "p0"
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    pattern: str
+    redis_type: str
+    retention: str
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    partition: str = DEFAULT_PARTITION
+
+    @property
+    def prefix(self) -> str:
+        return f"mail:{{{self.partition}}}:"
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.prefix}delivery:{delivery_id}"
+
+    def attempt(self, delivery_id: str, attempt_no: int) -> str:
+        return f"{self.prefix}attempt:{delivery_id}:{attempt_no}"
+
+    def idempotency(self, source: str, idempotency_key: str) -> str:
+        return f"{self.prefix}idempotency:{source}:{idempotency_key}"
+
+    def attempt_schedule(self) -> str:
+        return f"{self.prefix}attempt_schedule"
+
+    def index_created_at(self) -> str:
+        return f"{self.prefix}idx:created_at"
+
+    def index_status(self, status: str) -> str:
+        return f"{self.prefix}idx:status:{status}"
+
+    def index_source(self, source: str) -> str:
+        return f"{self.prefix}idx:source:{source}"
+
+    def index_recipient(self, address: str) -> str:
+        # Addresses are indexed case-insensitively: operators search by what they were told.
+        return f"{self.prefix}idx:recipient:{address.lower()}"
+
+    def index_template(self, template_id: str) -> str:
+        return f"{self.prefix}idx:template:{template_id}"
+
+    def index_idempotency(self, source: str, idempotency_key: str) -> str:
+        return f"{self.prefix}idx:idempotency:{source}:{idempotency_key}"
+
+
+def key_catalog(keys: RedisKeys | None = None) -> list[KeySpec]:
+    """The documented key layout (``docs/redis-keys.md`` is checked against it)."""
+    k = keys or RedisKeys()
+    idx = "sorted set, score `created_at_ms`, member `delivery_id`"
+    cleaned = "member removed by cleanup after its delivery expires"
+    return [
+        KeySpec(
+            k.delivery("<delivery_id>"),
+            "hash",
+            "none while live; `MAIL_DELIVERY_TTL` from a terminal state",
+            "the delivery record",
+        ),
+        KeySpec(
+            f"{k.prefix}attempt:<delivery_id>:<attempt_no>",
+            "hash",
+            "none while live",
+            "one attempt of a delivery, numbered from 1",
+        ),
+        KeySpec(
+            k.idempotency("<source>", "<idempotency_key>"),
+            "hash",
+            "`MAIL_IDEMPOTENCY_TTL`",
+            "request fingerprint, delivery id and outcome, for replays",
+        ),
+        KeySpec(
+            k.attempt_schedule(),
+            "sorted set, score due time (ms), member `delivery_id`",
+            "none",
+            "deliveries waiting for their next attempt",
+        ),
+        KeySpec(k.index_created_at(), idx, cleaned, "every delivery, newest first"),
+        KeySpec(k.index_status("<status>"), idx, cleaned, "deliveries by current status"),
+        KeySpec(k.index_source("<source>"), idx, cleaned, "deliveries by source"),
+        KeySpec(
+            f"{k.prefix}idx:recipient:<address>",
+            idx,
+            cleaned,
+            "deliveries by envelope recipient (to, cc, bcc; lower-cased)",
+        ),
+        KeySpec(k.index_template("<template_id>"), idx, cleaned, "deliveries by template"),
+        KeySpec(
+            k.index_idempotency("<source>", "<idempotency_key>"),
+            idx,
+            cleaned,
+            "deliveries by caller idempotency key",
+        ),
+    ]
