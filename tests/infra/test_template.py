@@ -1,0 +1,121 @@
+"""Infrastructure checks on template.yaml: what the deployed bundle promises."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+from mailcore.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_template() -> dict[str, Any]:
+    template, problems = decode(str(REPO_ROOT / "template.yaml"))
+    assert problems == []
+    assert template is not None
+    return dict(template)
+
+
+TEMPLATE = load_template()
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+FUNCTIONS = {
+    name: resource["Properties"]
+    for name, resource in RESOURCES.items()
+    if resource["Type"] == "AWS::Serverless::Function"
+}
+GLOBAL_FUNCTION: dict[str, Any] = TEMPLATE["Globals"]["Function"]
+
+
+def api_events() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (function, event_name, event["Properties"])
+        for function, properties in FUNCTIONS.items()
+        for event_name, event in properties.get("Events", {}).items()
+        if event["Type"] == "Api"
+    ]
+
+
+def test_functions_run_python_3_13_on_arm64_with_the_shared_layer() -> None:
+    assert GLOBAL_FUNCTION["Runtime"] == "python3.13"
+    assert GLOBAL_FUNCTION["Architectures"] == ["arm64"]
+    assert GLOBAL_FUNCTION["Layers"] == [{"Ref": "MailCoreLayer"}]
+    for properties in FUNCTIONS.values():
+        assert "Runtime" not in properties or properties["Runtime"] == "python3.13"
+        assert "Architectures" not in properties
+
+
+def test_the_layer_is_built_for_the_same_runtime_and_architecture() -> None:
+    layer = RESOURCES["MailCoreLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    content = REPO_ROOT / layer["Properties"]["ContentUri"]
+    assert (content / "mailcore" / "__init__.py").is_file()
+    requirements = [
+        line
+        for line in (content / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert requirements
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", line) for line in requirements)
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_each_handler_exists_with_a_unique_module_name(function: str) -> None:
+    properties = FUNCTIONS[function]
+    module, _, attribute = properties["Handler"].rpartition(".")
+    source = REPO_ROOT / properties["CodeUri"] / f"{module}.py"
+    assert source.is_file()
+    defined = {
+        node.name
+        for node in ast.parse(source.read_text()).body
+        if isinstance(node, ast.FunctionDef)
+    }
+    assert attribute in defined
+    modules = [p["Handler"].rpartition(".")[0] for p in FUNCTIONS.values()]
+    assert modules.count(module) == 1
+    assert module == Path(properties["CodeUri"]).name
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_each_function_has_sample_events(function: str) -> None:
+    module = FUNCTIONS[function]["Handler"].rpartition(".")[0]
+    assert sorted((REPO_ROOT / "events").glob(f"{module}_*.json"))
+
+
+def test_every_api_method_requires_iam_authorization() -> None:
+    apis = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Api"}
+    assert apis
+    for api in apis.values():
+        assert api["Properties"]["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+    events = api_events()
+    assert events
+    for function, event_name, properties in events:
+        assert properties["RestApiId"]["Ref"] in apis, (function, event_name)
+        assert properties.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM"
+    assert not [r for r in RESOURCES.values() if r["Type"] == "AWS::Serverless::HttpApi"]
+
+
+def test_the_auth_intake_route_is_wired() -> None:
+    routes = {(p["Method"].lower(), p["Path"]) for _, _, p in api_events()}
+    assert ("post", "/api/v1/internal/login-code-deliveries") in routes
+
+
+def test_every_mail_variable_the_template_sets_is_a_known_setting() -> None:
+    variables = set(GLOBAL_FUNCTION["Environment"]["Variables"])
+    for properties in FUNCTIONS.values():
+        variables |= set(properties.get("Environment", {}).get("Variables", {}))
+    mail_variables = {name for name in variables if name.startswith("MAIL_")}
+    assert "MAIL_REDIS_ADDR" in mail_variables
+    assert mail_variables <= set(Settings.variable_names())
+
+
+def test_every_function_keeps_its_logs_for_a_bounded_time() -> None:
+    for properties in FUNCTIONS.values():
+        group = RESOURCES[properties["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}

@@ -1,0 +1,125 @@
+from datetime import timedelta
+
+import pytest
+
+from mailcore.config import ConfigError, Settings, SmtpMode
+
+MINIMAL = {"MAIL_REDIS_ADDR": "cache.internal:6379"}
+
+
+def test_defaults_apply_when_only_the_redis_address_is_given() -> None:
+    # Given only the one required variable
+    settings = Settings.from_environ(MINIMAL)
+
+    # Then every other setting takes its documented default
+    assert settings.redis_host == "cache.internal"
+    assert settings.redis_port == 6379
+    assert settings.redis_db == 0
+    assert settings.redis_tls_enabled is False
+    assert settings.redis_password is None
+    assert settings.redis_operation_timeout == timedelta(milliseconds=500)
+    assert settings.smtp_mode is SmtpMode.STUB
+    assert settings.idempotency_ttl == timedelta(hours=168)
+    assert settings.delivery_ttl == timedelta(hours=720)
+
+
+def test_every_variable_is_read_with_go_durations() -> None:
+    settings = Settings.from_environ(
+        {
+            "MAIL_REDIS_ADDR": "10.0.0.5:6380",
+            "MAIL_REDIS_USERNAME": "mail",
+            "MAIL_REDIS_PASSWORD": "s3cr3t-token",
+            "MAIL_REDIS_DB": "3",
+            "MAIL_REDIS_TLS_ENABLED": "true",
+            "MAIL_REDIS_OPERATION_TIMEOUT": "750ms",
+            "MAIL_SMTP_MODE": "smtp",
+            "MAIL_IDEMPOTENCY_TTL": "24h",
+            "MAIL_DELIVERY_TTL": "48h",
+            "UNRELATED": "ignored",
+        }
+    )
+    assert settings.redis_port == 6380
+    assert settings.redis_username == "mail"
+    assert settings.redis_password is not None
+    assert settings.redis_password.get_secret_value() == "s3cr3t-token"
+    assert settings.redis_db == 3
+    assert settings.redis_tls_enabled is True
+    assert settings.redis_operation_timeout == timedelta(milliseconds=750)
+    assert settings.smtp_mode is SmtpMode.SMTP
+    assert settings.idempotency_ttl == timedelta(hours=24)
+    assert settings.delivery_ttl == timedelta(hours=48)
+
+
+def test_a_missing_redis_address_fails_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="MAIL_REDIS_ADDR is required"):
+        Settings.from_environ({})
+
+
+def test_an_empty_value_counts_as_unset() -> None:
+    with pytest.raises(ConfigError, match="MAIL_REDIS_ADDR is required"):
+        Settings.from_environ({"MAIL_REDIS_ADDR": "  "})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("MAIL_REDIS_ADDR", "localhost", "host:port"),
+        ("MAIL_REDIS_ADDR", "localhost:99999", "host:port"),
+        ("MAIL_REDIS_DB", "-1", "greater than or equal to 0"),
+        ("MAIL_REDIS_TLS_ENABLED", "maybe", "valid boolean"),
+        ("MAIL_REDIS_OPERATION_TIMEOUT", "15", "invalid duration"),
+        ("MAIL_REDIS_OPERATION_TIMEOUT", "0s", "positive duration"),
+        ("MAIL_SMTP_MODE", "ses", "'stub' or 'smtp'"),
+        ("MAIL_IDEMPOTENCY_TTL", "7d", "invalid duration"),
+        ("MAIL_DELIVERY_TTL", "-1h", "positive duration"),
+    ],
+)
+def test_an_invalid_value_fails_fast_naming_the_variable(
+    variable: str, value: str, reason: str
+) -> None:
+    # Given one bad variable among good ones
+    environ = {**MINIMAL, variable: value}
+
+    # When the configuration is loaded, Then the error names the variable and the rule
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ(environ)
+    assert variable in str(raised.value)
+    assert reason in str(raised.value)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ({"MAIL_SMTP_MODE": "ses", "MAIL_DELIVERY_TTL": "soon"})
+    message = str(raised.value)
+    assert "MAIL_REDIS_ADDR" in message
+    assert "MAIL_SMTP_MODE" in message
+    assert "MAIL_DELIVERY_TTL" in message
+
+
+def test_the_redis_password_never_shows_in_errors_or_reprs() -> None:
+    # Given a password and an invalid companion setting
+    environ = {**MINIMAL, "MAIL_REDIS_PASSWORD": "hunter2-token", "MAIL_REDIS_DB": "x"}
+
+    # Then the failure does not quote the password
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ(environ)
+    assert "hunter2-token" not in str(raised.value)
+
+    # And a valid configuration does not print it either
+    settings = Settings.from_environ({**MINIMAL, "MAIL_REDIS_PASSWORD": "hunter2-token"})
+    assert "hunter2-token" not in repr(settings)
+    assert "hunter2-token" not in str(settings.model_dump())
+
+
+def test_variable_names_list_every_setting() -> None:
+    assert Settings.variable_names() == [
+        "MAIL_REDIS_ADDR",
+        "MAIL_REDIS_USERNAME",
+        "MAIL_REDIS_PASSWORD",
+        "MAIL_REDIS_DB",
+        "MAIL_REDIS_TLS_ENABLED",
+        "MAIL_REDIS_OPERATION_TIMEOUT",
+        "MAIL_SMTP_MODE",
+        "MAIL_IDEMPOTENCY_TTL",
+        "MAIL_DELIVERY_TTL",
+    ]
