@@ -394,3 +394,28 @@ def test_the_login_code_appears_in_no_log_line_or_metric(
         assert metric in emitted
     # And the code is in none of it
     assert secret not in emitted
+
+
+def test_header_names_are_matched_case_insensitively(smtp_api: Invoke) -> None:
+    event = request_event(VALID_BODY, key=None)
+    event["headers"]["idempotency-key"] = "lower-case-key"
+    event["multiValueHeaders"]["idempotency-key"] = ["lower-case-key"]
+
+    answer = smtp_api(event)
+
+    assert answer["statusCode"] == 200
+
+
+def test_an_unexpected_store_error_is_a_500_that_reveals_nothing(
+    smtp_api: Invoke, redis_client: redis.Redis
+) -> None:
+    # Given a key in Redis that something else overwrote with the wrong type
+    redis_client.set(KEYS.idempotency("authsession", "clobbered"), "not a hash")
+
+    # When a request uses that idempotency key
+    answer = smtp_api(request_event(VALID_BODY, key="clobbered"))
+
+    # Then the caller gets a generic 500, with no Redis detail and nothing stored
+    assert answer["statusCode"] == 500
+    assert body_of(answer) == {"error": {"code": "internal_error", "message": "internal error"}}
+    assert count_deliveries(redis_client) == 0
