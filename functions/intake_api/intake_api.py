@@ -101,9 +101,10 @@ def build_app(intake: AuthIntake) -> APIGatewayRestResolver:
 
 def reject_oversized_body(event: dict[str, Any]) -> dict[str, Any] | None:
     """Refuse bodies past the contract's size before anything parses them."""
-    if len(event.get("body") or "") <= MAX_BODY_BYTES:
+    if len((event.get("body") or "").encode("utf-8")) <= MAX_BODY_BYTES:
         return None
     metrics.add_metric(Metric.REQUESTS_REJECTED, MetricUnit.Count, 1)
+    logger.info("request rejected", error_code=ErrorCode.INVALID_REQUEST, reason="body too large")
     error = ErrorBody.of(ErrorCode.INVALID_REQUEST, f"request body exceeds {MAX_BODY_BYTES} bytes")
     return {
         "statusCode": HTTP_STATUS[ErrorCode.INVALID_REQUEST],

@@ -41,12 +41,15 @@ def test_smtp_mode_queues_the_delivery_with_its_first_attempt_due_now() -> None:
     assert store.schedule == {accepted.delivery_id: clock.now}
 
 
-def test_stub_mode_suppresses_the_delivery_without_an_attempt() -> None:
+def test_stub_mode_suppresses_the_delivery_without_an_attempt_or_the_code() -> None:
     intake, store, _ = make_intake(SmtpMode.STUB)
 
     accepted = intake.accept_login_code(REQUEST, "key-1")
 
     assert accepted.outcome is AcceptanceOutcome.SUPPRESSED
+    # Nothing will render a suppressed delivery, so its secret is not kept.
+    assert store.deliveries[accepted.delivery_id].variables == {}
+    assert store.deliveries[accepted.delivery_id].secret_variables == {"code"}
     assert store.deliveries[accepted.delivery_id].status is DeliveryStatus.SUPPRESSED
     assert store.deliveries[accepted.delivery_id].attempt_count == 0
     assert store.attempts == {}

@@ -37,8 +37,10 @@ def request_fingerprint(request: LoginCodeDeliveryRequest) -> str:
 class AuthIntake:
     """Turns one login-code request into one stored delivery.
 
-    In stub mode the delivery is born ``suppressed`` with no attempt; in smtp
-    mode it is ``queued`` with its first attempt due now.
+    In stub mode the delivery is born ``suppressed`` with no attempt, and the
+    login code is not stored at all: nothing will ever render it. In smtp mode
+    it is ``queued`` with its first attempt due now, and keeps the code (marked
+    secret) for rendering.
     """
 
     def __init__(
@@ -66,7 +68,7 @@ class AuthIntake:
             updated_at_ms=now,
             template_id=AUTH_LOGIN_CODE_TEMPLATE,
             locale=request.locale,
-            variables={"code": request.code},
+            variables={} if suppressed else {"code": request.code},
             secret_variables=frozenset({"code"}),
             attempt_count=0 if suppressed else 1,
         )
