@@ -45,7 +45,8 @@ sam-validate: setup
 sam-build: setup
 	sam build --parallel --cached
 
-test: lint typecheck pytest sam-validate sam-build
+# pytest runs last: the build is checked first, and its summary closes the output.
+test: lint typecheck sam-validate sam-build pytest
 
 local: setup
 	python scripts/local_stack.py
