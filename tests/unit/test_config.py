@@ -21,6 +21,13 @@ def test_defaults_apply_when_only_the_redis_address_is_given() -> None:
     assert settings.smtp_mode is SmtpMode.STUB
     assert settings.idempotency_ttl == timedelta(hours=168)
     assert settings.delivery_ttl == timedelta(hours=720)
+    assert settings.malformed_command_ttl == timedelta(hours=2160)
+    assert settings.redis_command_stream == "mail:delivery_commands"
+    assert settings.stream_block_timeout == timedelta(seconds=2)
+    assert settings.stream_batch_size == 100
+    assert settings.max_recipients == 50
+    assert settings.max_subject_chars == 255
+    assert settings.max_attachment_bytes == 10 * 1024 * 1024
 
 
 def test_every_variable_is_read_with_go_durations() -> None:
@@ -35,6 +42,13 @@ def test_every_variable_is_read_with_go_durations() -> None:
             "MAIL_SMTP_MODE": "smtp",
             "MAIL_IDEMPOTENCY_TTL": "24h",
             "MAIL_DELIVERY_TTL": "48h",
+            "MAIL_MALFORMED_COMMAND_TTL": "72h",
+            "MAIL_REDIS_COMMAND_STREAM": "tenant-a:mail",
+            "MAIL_STREAM_BLOCK_TIMEOUT": "500ms",
+            "MAIL_STREAM_BATCH_SIZE": "25",
+            "MAIL_MAX_RECIPIENTS": "5",
+            "MAIL_MAX_SUBJECT_CHARS": "80",
+            "MAIL_MAX_ATTACHMENT_BYTES": "1024",
             "UNRELATED": "ignored",
         }
     )
@@ -48,6 +62,12 @@ def test_every_variable_is_read_with_go_durations() -> None:
     assert settings.smtp_mode is SmtpMode.SMTP
     assert settings.idempotency_ttl == timedelta(hours=24)
     assert settings.delivery_ttl == timedelta(hours=48)
+    assert settings.malformed_command_ttl == timedelta(hours=72)
+    assert settings.redis_command_stream == "tenant-a:mail"
+    assert settings.stream_block_timeout == timedelta(milliseconds=500)
+    assert settings.stream_batch_size == 25
+    assert (settings.max_recipients, settings.max_subject_chars) == (5, 80)
+    assert settings.max_attachment_bytes == 1024
 
 
 def test_a_missing_redis_address_fails_naming_the_variable() -> None:
@@ -72,6 +92,11 @@ def test_an_empty_value_counts_as_unset() -> None:
         ("MAIL_SMTP_MODE", "ses", "'stub' or 'smtp'"),
         ("MAIL_IDEMPOTENCY_TTL", "7d", "invalid duration"),
         ("MAIL_DELIVERY_TTL", "-1h", "positive duration"),
+        ("MAIL_STREAM_BATCH_SIZE", "0", "greater than or equal to 1"),
+        ("MAIL_STREAM_BATCH_SIZE", "many", "valid integer"),
+        ("MAIL_MAX_RECIPIENTS", "5000", "less than or equal to 1000"),
+        ("MAIL_MAX_SUBJECT_CHARS", "1000", "less than or equal to 998"),
+        ("MAIL_STREAM_BLOCK_TIMEOUT", "2", "invalid duration"),
     ],
 )
 def test_an_invalid_value_fails_fast_naming_the_variable(
@@ -122,4 +147,11 @@ def test_variable_names_list_every_setting() -> None:
         "MAIL_SMTP_MODE",
         "MAIL_IDEMPOTENCY_TTL",
         "MAIL_DELIVERY_TTL",
+        "MAIL_MALFORMED_COMMAND_TTL",
+        "MAIL_REDIS_COMMAND_STREAM",
+        "MAIL_STREAM_BLOCK_TIMEOUT",
+        "MAIL_STREAM_BATCH_SIZE",
+        "MAIL_MAX_RECIPIENTS",
+        "MAIL_MAX_SUBJECT_CHARS",
+        "MAIL_MAX_ATTACHMENT_BYTES",
     ]

@@ -112,6 +112,51 @@ class Settings(BaseModel):
         alias="MAIL_DELIVERY_TTL",
         description="Retention of a delivery after it reaches a terminal state.",
     )
+    malformed_command_ttl: Duration = Field(
+        default=timedelta(hours=2160),
+        alias="MAIL_MALFORMED_COMMAND_TTL",
+        description="Retention of a malformed stream command record.",
+    )
+    redis_command_stream: str = Field(
+        default="mail:delivery_commands",
+        min_length=1,
+        max_length=200,
+        alias="MAIL_REDIS_COMMAND_STREAM",
+        description="The Redis Stream the Notification service adds mail commands to.",
+    )
+    stream_block_timeout: Duration = Field(
+        default=timedelta(seconds=2),
+        alias="MAIL_STREAM_BLOCK_TIMEOUT",
+        description="How long one XREAD waits for new commands before the poller loops.",
+    )
+    stream_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        alias="MAIL_STREAM_BATCH_SIZE",
+        description="Most stream entries read, and accepted in one atomic step, at a time.",
+    )
+    max_recipients: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        alias="MAIL_MAX_RECIPIENTS",
+        description="Most envelope recipients (to + cc + bcc) a stream command may carry.",
+    )
+    max_subject_chars: int = Field(
+        default=255,
+        ge=1,
+        le=998,
+        alias="MAIL_MAX_SUBJECT_CHARS",
+        description="Longest subject a rendered stream command may carry.",
+    )
+    max_attachment_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=0,
+        le=40 * 1024 * 1024,
+        alias="MAIL_MAX_ATTACHMENT_BYTES",
+        description="Most attachment bytes (decoded, all attachments) per stream command.",
+    )
 
     @property
     def redis_host(self) -> str:

@@ -6,14 +6,31 @@ in-memory fakes and the Lambda composition roots hand them Redis adapters.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
+from mailcore.contracts.stream import MalformedCommand
 from mailcore.domain.clock import Clock
 from mailcore.domain.ids import IdGenerator
 from mailcore.domain.model import Attempt, Delivery
 
-__all__ = ["AcceptanceResult", "AcceptanceStore", "Clock", "DeliveryReader", "IdGenerator"]
+__all__ = [
+    "AcceptanceResult",
+    "AcceptanceStore",
+    "Clock",
+    "CommandStream",
+    "DeliveryReader",
+    "EntryVerdict",
+    "IdGenerator",
+    "Lease",
+    "PendingDelivery",
+    "StreamAcceptanceStore",
+    "StreamBatchResult",
+    "StreamEntry",
+    "StreamEntryResult",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +64,80 @@ class DeliveryReader(Protocol):
     def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 
     def get_attempt(self, delivery_id: str, attempt_no: int) -> Attempt | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One raw entry of the command stream, bytes as Redis holds them."""
+
+    entry_id: str
+    fields: tuple[tuple[bytes, bytes], ...]  # in order; a name may repeat
+
+
+class CommandStream(Protocol):
+    def read_after(self, offset: str, count: int, block_ms: int) -> list[StreamEntry]:
+        """Entries after ``offset``, waiting up to ``block_ms`` for the first one."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelivery:
+    """A decoded stream command, ready to be accepted."""
+
+    stream_entry_id: str
+    delivery: Delivery
+    first_attempt: Attempt | None
+    fingerprint: str
+    outcome: str
+    raw_fields: Mapping[str, str]  # recorded if the store finds it conflicting
+
+
+class EntryVerdict(StrEnum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"  # the same command was accepted before: nothing written
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntryResult:
+    stream_entry_id: str
+    verdict: EntryVerdict
+    delivery_id: str | None = None
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBatchResult:
+    offset_moved: bool  # True: another poller advanced the offset; nothing was written
+    offset: str  # the stored offset after the call
+    entries: tuple[StreamEntryResult, ...] = ()
+
+
+class StreamAcceptanceStore(Protocol):
+    def read_offset(self, stream: str) -> str:
+        """The id of the last entry handled, ``0-0`` before the first."""
+        ...
+
+    def accept_stream_batch(
+        self,
+        stream: str,
+        expected_offset: str,
+        items: Sequence[PendingDelivery | MalformedCommand],
+    ) -> StreamBatchResult:
+        """Accept or record every item and advance the offset to the last one, atomically.
+
+        Writes nothing if the stored offset no longer equals ``expected_offset``.
+        """
+        ...
+
+
+class Lease(Protocol):
+    """A lease on a singleton job, held by one token at a time."""
+
+    def acquire(self) -> bool: ...
+
+    def renew(self) -> bool:
+        """Extend the lease; False when it was lost (expired and taken)."""
+        ...
+
+    def release(self) -> None: ...

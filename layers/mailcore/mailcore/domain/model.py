@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from mailcore.domain.states import AttemptStatus, DeliveryStatus
 
@@ -40,6 +41,24 @@ class Envelope:
 
 
 @dataclass(frozen=True, slots=True)
+class Content:
+    """A message the caller rendered itself (payload mode ``rendered``)."""
+
+    subject: str
+    text_body: str
+    html_body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    content_base64: str  # kept encoded: it is stored and sent as base64 anyway
+    inline: bool = False
+    content_id: str | None = None  # referenced from HTML as cid:<content_id> when inline
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     delivery_id: str
     source: Source
@@ -53,10 +72,16 @@ class Delivery:
     locale: str | None = None
     # Template variables (template mode). Names listed in `secret_variables`
     # are needed to render but never shown, logged or measured.
-    variables: Mapping[str, str] = field(default_factory=dict)
+    variables: Mapping[str, Any] = field(default_factory=dict)
     secret_variables: frozenset[str] = frozenset()
+    content: Content | None = None  # rendered mode
+    attachments: tuple[Attachment, ...] = ()
     attempt_count: int = 0
     parent_delivery_id: str | None = None
+    # Tracing metadata of stream commands; not part of the idempotency fingerprint.
+    requested_at_ms: int | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

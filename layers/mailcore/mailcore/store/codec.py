@@ -10,7 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from mailcore.domain.model import Attempt, Delivery, Envelope, PayloadMode, Source
+from mailcore.domain.model import (
+    Attachment,
+    Attempt,
+    Content,
+    Delivery,
+    Envelope,
+    PayloadMode,
+    Source,
+)
 from mailcore.domain.states import AttemptStatus, DeliveryStatus
 
 
@@ -43,9 +51,39 @@ def delivery_to_fields(delivery: Delivery) -> dict[str, str]:
             _compact_json(sorted(delivery.secret_variables)) if delivery.secret_variables else ""
         ),
         "parent_delivery_id": delivery.parent_delivery_id or "",
+        "content": _compact_json(_content_dict(delivery.content)) if delivery.content else "",
+        "attachments": (
+            _compact_json([_attachment_dict(a) for a in delivery.attachments])
+            if delivery.attachments
+            else ""
+        ),
+        "requested_at_ms": (
+            str(delivery.requested_at_ms) if delivery.requested_at_ms is not None else ""
+        ),
+        "request_id": delivery.request_id or "",
+        "trace_id": delivery.trace_id or "",
     }
     fields.update({name: value for name, value in optional.items() if value})
     return fields
+
+
+def _content_dict(content: Content) -> dict[str, str]:
+    values = {"subject": content.subject, "text_body": content.text_body}
+    if content.html_body is not None:
+        values["html_body"] = content.html_body
+    return values
+
+
+def _attachment_dict(attachment: Attachment) -> dict[str, object]:
+    values: dict[str, object] = {
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "content_base64": attachment.content_base64,
+        "inline": attachment.inline,
+    }
+    if attachment.content_id is not None:
+        values["content_id"] = attachment.content_id
+    return values
 
 
 def _list(fields: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -56,6 +94,9 @@ def _list(fields: Mapping[str, str], name: str) -> tuple[str, ...]:
 def delivery_from_fields(fields: Mapping[str, str]) -> Delivery:
     variables = fields.get("variables")
     secrets = fields.get("secret_variables")
+    content = json.loads(fields["content"]) if fields.get("content") else None
+    attachments = json.loads(fields["attachments"]) if fields.get("attachments") else []
+    requested_at = fields.get("requested_at_ms")
     return Delivery(
         delivery_id=fields["delivery_id"],
         source=Source(fields["source"]),
@@ -76,6 +117,11 @@ def delivery_from_fields(fields: Mapping[str, str]) -> Delivery:
         secret_variables=frozenset(json.loads(secrets)) if secrets else frozenset(),
         attempt_count=int(fields.get("attempt_count", "0")),
         parent_delivery_id=fields.get("parent_delivery_id") or None,
+        content=Content(**content) if content else None,
+        attachments=tuple(Attachment(**item) for item in attachments),
+        requested_at_ms=int(requested_at) if requested_at else None,
+        request_id=fields.get("request_id") or None,
+        trace_id=fields.get("trace_id") or None,
     )
 
 

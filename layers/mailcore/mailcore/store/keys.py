@@ -62,6 +62,18 @@ class RedisKeys:
     def index_idempotency(self, source: str, idempotency_key: str) -> str:
         return f"{self.prefix}idx:idempotency:{source}:{idempotency_key}"
 
+    def stream_offset(self, stream: str) -> str:
+        return f"{self.prefix}stream_offset:{stream}"
+
+    def malformed_command(self, stream_entry_id: str) -> str:
+        return f"{self.prefix}malformed:{stream_entry_id}"
+
+    def index_malformed(self) -> str:
+        return f"{self.prefix}idx:malformed"
+
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}lease:{name}"
+
 
 def key_catalog(keys: RedisKeys | None = None) -> list[KeySpec]:
     """The documented key layout (``docs/redis-keys.md`` is checked against it)."""
@@ -108,5 +120,29 @@ def key_catalog(keys: RedisKeys | None = None) -> list[KeySpec]:
             idx,
             cleaned,
             "deliveries by caller idempotency key",
+        ),
+        KeySpec(
+            k.stream_offset("<stream>"),
+            "string",
+            "none",
+            "id of the last command stream entry accepted or recorded malformed",
+        ),
+        KeySpec(
+            k.malformed_command("<stream_entry_id>"),
+            "hash",
+            "`MAIL_MALFORMED_COMMAND_TTL`",
+            "a refused stream entry: failure code and message, redacted raw fields",
+        ),
+        KeySpec(
+            k.index_malformed(),
+            "sorted set, score recorded time (ms), member stream entry id",
+            "members outlive expired records; readers skip them",
+            "malformed commands, newest first",
+        ),
+        KeySpec(
+            k.lease("<name>"),
+            "string (holder's token)",
+            "lease length, renewed while held",
+            "who may run a singleton loop (`stream_poller`) right now",
         ),
     ]

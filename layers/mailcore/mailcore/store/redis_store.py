@@ -1,8 +1,9 @@
-"""The delivery store on Redis: atomic acceptance and record reads."""
+"""The delivery store on Redis: atomic acceptance (REST and stream) and record reads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from importlib import resources
@@ -10,10 +11,18 @@ from typing import Any, cast
 
 import redis
 
+from mailcore.contracts.stream import MalformedCommand
+from mailcore.domain.clock import Clock
 from mailcore.domain.model import Attempt, Delivery
 from mailcore.domain.states import TERMINAL_DELIVERY_STATUSES
 from mailcore.errors import StoreInvariantBroken, StoreUnavailable
-from mailcore.ports import AcceptanceResult
+from mailcore.ports import (
+    AcceptanceResult,
+    EntryVerdict,
+    PendingDelivery,
+    StreamBatchResult,
+    StreamEntryResult,
+)
 from mailcore.store.codec import (
     attempt_from_fields,
     attempt_to_fields,
@@ -38,7 +47,7 @@ def load_lua(name: str) -> str:
 
 
 @contextmanager
-def _translate_errors() -> Iterator[None]:
+def translate_errors() -> Iterator[None]:
     try:
         yield
     except _UNAVAILABLE as error:
@@ -50,25 +59,45 @@ def _translate_errors() -> Iterator[None]:
         raise
 
 
+class _ScriptCall:
+    """Builds the KEYS and ARGV of one ``accept_batch.lua`` call, entry by entry."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.entries: list[str | int] = []
+        self.count = 0
+
+    def add(self, kind: str, keys: Sequence[str], args: Sequence[str | int]) -> None:
+        self.keys.extend(keys)
+        self.entries.extend([kind, len(keys), len(args), *args])
+        self.count += 1
+
+
 class RedisDeliveryStore:
-    """Implements ``AcceptanceStore`` and ``DeliveryReader`` on one Redis partition."""
+    """Implements ``AcceptanceStore``, ``StreamAcceptanceStore`` and ``DeliveryReader``."""
 
     def __init__(
         self,
         client: redis.Redis,
         *,
+        clock: Clock,
         idempotency_ttl: timedelta,
         delivery_ttl: timedelta,
+        malformed_command_ttl: timedelta,
         keys: RedisKeys | None = None,
     ) -> None:
         self._client = client
+        self._clock = clock
         self._keys = keys or RedisKeys()
-        self._idempotency_ttl_ms = int(idempotency_ttl.total_seconds() * 1000)
-        self._delivery_ttl_ms = int(delivery_ttl.total_seconds() * 1000)
+        self._idempotency_ttl_ms = _ms(idempotency_ttl)
+        self._delivery_ttl_ms = _ms(delivery_ttl)
+        self._malformed_ttl_ms = _ms(malformed_command_ttl)
         # register_script sends EVALSHA and reloads the script on NOSCRIPT.
-        self._accept_script: Callable[..., Any] = client.register_script(
-            load_lua("accept_delivery.lua")
+        self._accept_batch: Callable[..., Any] = client.register_script(
+            load_lua("accept_batch.lua")
         )
+
+    # -- AcceptanceStore (REST intake: one delivery, conflicts reported) ---------------
 
     def accept(
         self,
@@ -78,6 +107,109 @@ class RedisDeliveryStore:
         fingerprint: str,
         outcome: str,
     ) -> AcceptanceResult:
+        call = _ScriptCall()
+        self._add_acceptance(call, delivery, first_attempt, fingerprint, outcome, None)
+        reply = self._run(call, offset_key=None, expected_offset="", new_offset="")
+        verdict = reply[1][0]
+        if verdict[0] == "created":
+            return AcceptanceResult(True, verdict[1], outcome, True)
+        if verdict[0] == "duplicate":
+            return AcceptanceResult(False, verdict[1], verdict[2], verdict[3] == 1)
+        raise StoreInvariantBroken(f"acceptance refused: {verdict[0]} {verdict[1]}")
+
+    # -- StreamAcceptanceStore ----------------------------------------------------------
+
+    def read_offset(self, stream: str) -> str:
+        with translate_errors():
+            stored = self._client.get(self._keys.stream_offset(stream))
+        return cast(str | None, stored) or "0-0"
+
+    def accept_stream_batch(
+        self,
+        stream: str,
+        expected_offset: str,
+        items: Sequence[PendingDelivery | MalformedCommand],
+    ) -> StreamBatchResult:
+        if not items:
+            return StreamBatchResult(False, expected_offset)
+        call = _ScriptCall()
+        now = self._clock.now_ms()
+        for item in items:
+            if isinstance(item, MalformedCommand):
+                call.add(
+                    "malformed",
+                    [
+                        self._keys.malformed_command(item.stream_entry_id),
+                        self._keys.index_malformed(),
+                    ],
+                    self._malformed_block(stream, item.stream_entry_id, item.raw_fields, now, item),
+                )
+            else:
+                malformed = self._malformed_block(
+                    stream, item.stream_entry_id, item.raw_fields, now, None
+                )
+                self._add_acceptance(
+                    call,
+                    item.delivery,
+                    item.first_attempt,
+                    item.fingerprint,
+                    item.outcome,
+                    (item.stream_entry_id, malformed),
+                )
+        new_offset = items[-1].stream_entry_id
+        reply = self._run(
+            call,
+            offset_key=self._keys.stream_offset(stream),
+            expected_offset=expected_offset,
+            new_offset=new_offset,
+        )
+        if reply[0] == "offset_moved":
+            return StreamBatchResult(True, reply[1])
+        results = []
+        for item, verdict in zip(items, reply[1], strict=True):
+            entry_id = item.stream_entry_id
+            if isinstance(item, MalformedCommand):
+                results.append(
+                    StreamEntryResult(entry_id, EntryVerdict.MALFORMED, None, item.failure_code)
+                )
+            elif verdict[0] == "created":
+                results.append(StreamEntryResult(entry_id, EntryVerdict.CREATED, verdict[1]))
+            elif verdict[0] == "duplicate":
+                results.append(StreamEntryResult(entry_id, EntryVerdict.DUPLICATE, verdict[1]))
+            else:
+                results.append(
+                    StreamEntryResult(entry_id, EntryVerdict.MALFORMED, None, verdict[1])
+                )
+        return StreamBatchResult(False, new_offset, tuple(results))
+
+    # -- DeliveryReader -----------------------------------------------------------------
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        with translate_errors():
+            fields = self._hgetall(self._keys.delivery(delivery_id))
+        return delivery_from_fields(fields) if fields else None
+
+    def get_attempt(self, delivery_id: str, attempt_no: int) -> Attempt | None:
+        with translate_errors():
+            fields = self._hgetall(self._keys.attempt(delivery_id, attempt_no))
+        return attempt_from_fields(fields) if fields else None
+
+    def get_malformed_command(self, stream_entry_id: str) -> dict[str, str] | None:
+        with translate_errors():
+            fields = self._hgetall(self._keys.malformed_command(stream_entry_id))
+        return fields or None
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _add_acceptance(
+        self,
+        call: _ScriptCall,
+        delivery: Delivery,
+        first_attempt: Attempt | None,
+        fingerprint: str,
+        outcome: str,
+        record_conflict_as: tuple[str, list[str | int]] | None,
+    ) -> None:
         k = self._keys
         index_keys = [
             k.index_created_at(),
@@ -94,8 +226,10 @@ class RedisDeliveryStore:
             k.delivery(delivery.delivery_id),
             k.attempt(delivery.delivery_id, attempt_no),
             k.attempt_schedule(),
-            *dict.fromkeys(index_keys),
         ]
+        if record_conflict_as is not None:
+            keys += [k.malformed_command(record_conflict_as[0]), k.index_malformed()]
+        keys += list(dict.fromkeys(index_keys))
         delivery_fields = delivery_to_fields(delivery)
         attempt_fields = attempt_to_fields(first_attempt) if first_attempt else {}
         born_terminal = delivery.status in TERMINAL_DELIVERY_STATUSES
@@ -107,32 +241,50 @@ class RedisDeliveryStore:
             self._delivery_ttl_ms if born_terminal else 0,
             first_attempt.scheduled_for_ms if first_attempt else "",
             outcome,
+            "record" if record_conflict_as is not None else "report",
             len(delivery_fields),
             *_flatten(delivery_fields),
+            len(attempt_fields),
             *_flatten(attempt_fields),
         ]
-        with _translate_errors():
-            reply = self._accept_script(keys=keys, args=args)
-        verdict = reply[0]
-        if verdict == "created":
-            return AcceptanceResult(True, reply[1], reply[2], True)
-        if verdict == "duplicate":
-            return AcceptanceResult(False, reply[1], reply[2], reply[3] == 1)
-        raise StoreInvariantBroken(f"acceptance refused: {verdict} {reply[1]}")
+        if record_conflict_as is not None:
+            args += record_conflict_as[1]
+        call.add("accept", keys, args)
 
-    def get_delivery(self, delivery_id: str) -> Delivery | None:
-        with _translate_errors():
-            fields = self._hgetall(self._keys.delivery(delivery_id))
-        return delivery_from_fields(fields) if fields else None
+    def _malformed_block(
+        self,
+        stream: str,
+        stream_entry_id: str,
+        raw_fields: Any,
+        now: int,
+        malformed: MalformedCommand | None,
+    ) -> list[str | int]:
+        fields = {
+            "stream_entry_id": stream_entry_id,
+            "stream": stream,
+            "raw_fields": json.dumps(dict(raw_fields), ensure_ascii=False, sort_keys=True),
+            "recorded_at_ms": str(now),
+        }
+        if malformed is not None:
+            fields["failure_code"] = malformed.failure_code
+            fields["failure_message"] = malformed.message
+        return [stream_entry_id, self._malformed_ttl_ms, now, len(fields), *_flatten(fields)]
 
-    def get_attempt(self, delivery_id: str, attempt_no: int) -> Attempt | None:
-        with _translate_errors():
-            fields = self._hgetall(self._keys.attempt(delivery_id, attempt_no))
-        return attempt_from_fields(fields) if fields else None
+    def _run(
+        self, call: _ScriptCall, *, offset_key: str | None, expected_offset: str, new_offset: str
+    ) -> Any:
+        keys = ([offset_key] if offset_key else []) + call.keys
+        args = ["1" if offset_key else "0", expected_offset, new_offset, call.count, *call.entries]
+        with translate_errors():
+            return self._accept_batch(keys=keys, args=args)
 
     def _hgetall(self, key: str) -> dict[str, str]:
         # The client decodes responses (build_redis_client), so keys and values are str.
         return cast(dict[str, str], self._client.hgetall(key))
+
+
+def _ms(value: timedelta) -> int:
+    return int(value.total_seconds() * 1000)
 
 
 def _flatten(fields: dict[str, str]) -> list[str]:
