@@ -62,10 +62,16 @@ def find_partial_state(client: redis.Redis, keys: RedisKeys | None = None) -> li
     for key in text_keys(client, k.idempotency("", "").removesuffix(":") + "*"):
         if client.hget(key, "delivery_id") not in deliveries:
             problems.append(f"{key}: idempotency record without its delivery")
-    for key in [k.attempt_schedule(), *text_keys(client, f"{k.prefix}idx:*")]:
+    delivery_indexes = [
+        key for key in text_keys(client, f"{k.prefix}idx:*") if key != k.index_malformed()
+    ]
+    for key in [k.attempt_schedule(), *delivery_indexes]:
         for member in cast(list[str], client.zrange(key, 0, -1)):
             if member not in deliveries:
                 problems.append(f"{key}: member {member} without its delivery")
+    for entry_id in cast(list[str], client.zrange(k.index_malformed(), 0, -1)):
+        if not client.exists(k.malformed_command(entry_id)):
+            problems.append(f"malformed index member {entry_id} without its record")
     return problems
 
 

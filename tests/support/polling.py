@@ -1,0 +1,62 @@
+"""Helpers to run the stream poller in tests: observers and stop conditions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import cast
+
+import redis
+
+from mailcore.errors import StoreUnavailable
+from mailcore.services.stream_intake import HandledEntry
+from mailcore.store.keys import RedisKeys
+from tests.support.commands import STREAM
+
+
+class RecordingObserver:
+    """A PollObserver that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.handled: list[HandledEntry] = []
+        self.store_errors: list[StoreUnavailable] = []
+
+    def entries_handled(self, handled: Sequence[HandledEntry]) -> None:
+        self.handled.extend(handled)
+
+    def store_unavailable(self, error: StoreUnavailable) -> None:
+        self.store_errors.append(error)
+
+    def by_entry(self) -> dict[str, HandledEntry]:
+        return {entry.stream_entry_id: entry for entry in self.handled}
+
+
+def last_entry_id(client: redis.Redis, stream: str = STREAM) -> str:
+    newest = cast(list[tuple[str, dict[str, str]]], client.xrevrange(stream, count=1))
+    return newest[0][0] if newest else "0-0"
+
+
+def until_drained(
+    client: redis.Redis, stream: str = STREAM, limit_seconds: float = 60
+) -> Callable[[], int]:
+    """A ``time_left_ms`` that ends the run once the stored offset reaches the newest entry."""
+    target = last_entry_id(client, stream)
+    deadline = time.monotonic() + limit_seconds
+    offset_key = RedisKeys().stream_offset(stream)
+
+    def time_left_ms() -> int:
+        if time.monotonic() > deadline or client.get(offset_key) == target:
+            return 0
+        return 60_000
+
+    return time_left_ms
+
+
+def for_seconds(seconds: float) -> Callable[[], int]:
+    """A ``time_left_ms`` like Lambda's: ``seconds`` plus the poller's 3 s reserve."""
+    deadline = time.monotonic() + seconds + 3
+
+    def time_left_ms() -> int:
+        return max(0, int((deadline - time.monotonic()) * 1000))
+
+    return time_left_ms
