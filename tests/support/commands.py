@@ -78,7 +78,8 @@ def command(
     return entry
 
 
-StreamFields = dict[bytes | bytearray | memoryview[int] | str | int | float, Any]
+# What redis-py's xadd stub accepts (its key type is a long union).
+StreamFields = dict[Any, Any]
 
 
 def publish(client: redis.Redis, fields: dict[str, Any], stream: str = STREAM) -> str:
