@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from mailcore.contracts.stream import MalformedCommand
 from mailcore.domain.model import Attempt, Delivery
-from mailcore.ports import AcceptanceResult
+from mailcore.errors import StoreUnavailable
+from mailcore.ports import (
+    AcceptanceResult,
+    EntryVerdict,
+    PendingDelivery,
+    StreamBatchResult,
+    StreamEntry,
+    StreamEntryResult,
+)
 
 
 class FixedClock:
@@ -52,3 +63,79 @@ class InMemoryAcceptanceStore:
             self.attempts[(delivery.delivery_id, first_attempt.attempt_no)] = first_attempt
             self.schedule[delivery.delivery_id] = first_attempt.scheduled_for_ms
         return AcceptanceResult(True, delivery.delivery_id, outcome, True)
+
+
+class ScriptedLease:
+    """A Lease whose answers the test decides."""
+
+    def __init__(self, acquire: bool = True, renewals: int = 1_000_000) -> None:
+        self._acquire = acquire
+        self._renewals_left = renewals
+        self.released = False
+
+    def acquire(self) -> bool:
+        return self._acquire
+
+    def renew(self) -> bool:
+        self._renewals_left -= 1
+        return self._renewals_left >= 0
+
+    def release(self) -> None:
+        self.released = True
+
+
+class ListCommandStream:
+    """A CommandStream over a list; optionally fails the first reads."""
+
+    def __init__(self, entries: list[StreamEntry], failures: int = 0) -> None:
+        self.entries = entries
+        self.failures = failures
+        self.reads = 0
+
+    def read_after(self, offset: str, count: int, block_ms: int) -> list[StreamEntry]:
+        self.reads += 1
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("redis unavailable: ConnectionError")
+        ids = [entry.entry_id for entry in self.entries]
+        start = ids.index(offset) + 1 if offset in ids else 0
+        return self.entries[start : start + count]
+
+
+class InMemoryStreamStore:
+    """A StreamAcceptanceStore keeping the offset compare-and-set contract."""
+
+    def __init__(self) -> None:
+        self.offset = "0-0"
+        self.accepted: list[str] = []
+        self.malformed: list[str] = []
+
+    def read_offset(self, stream: str) -> str:
+        return self.offset
+
+    def accept_stream_batch(
+        self,
+        stream: str,
+        expected_offset: str,
+        items: Sequence[PendingDelivery | MalformedCommand],
+    ) -> StreamBatchResult:
+        if expected_offset != self.offset:
+            return StreamBatchResult(True, self.offset)
+        results = []
+        for item in items:
+            if isinstance(item, MalformedCommand):
+                self.malformed.append(item.stream_entry_id)
+                results.append(
+                    StreamEntryResult(
+                        item.stream_entry_id, EntryVerdict.MALFORMED, None, item.failure_code
+                    )
+                )
+            else:
+                self.accepted.append(item.delivery.delivery_id)
+                results.append(
+                    StreamEntryResult(
+                        item.stream_entry_id, EntryVerdict.CREATED, item.delivery.delivery_id
+                    )
+                )
+        self.offset = items[-1].stream_entry_id
+        return StreamBatchResult(False, self.offset, tuple(results))

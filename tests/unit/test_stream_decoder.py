@@ -1,0 +1,146 @@
+"""Strict decoding of stream entries, without Redis."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from mailcore.contracts.stream import (
+    CommandLimits,
+    DeliveryCommand,
+    FailureCode,
+    MalformedCommand,
+    RenderedPayload,
+    TemplatePayload,
+    decode_command,
+)
+from mailcore.domain.model import PayloadMode, Source
+from tests.support.commands import command, rendered_payload, template_payload
+
+
+def pairs(fields: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.encode(), value if isinstance(value, bytes) else str(value).encode())
+        for name, value in fields.items()
+    ]
+
+
+def decoded(fields: dict[str, Any], limits: CommandLimits | None = None) -> DeliveryCommand:
+    result = decode_command("1-1", pairs(fields), limits)
+    assert isinstance(result, DeliveryCommand), result
+    return result
+
+
+def refused(fields: dict[str, Any] | list[tuple[bytes, bytes]], **limits: int) -> MalformedCommand:
+    raw = fields if isinstance(fields, list) else pairs(fields)
+    result = decode_command("1-1", raw, CommandLimits(**limits) if limits else None)
+    assert isinstance(result, MalformedCommand), result
+    return result
+
+
+def test_both_payload_modes_decode_into_typed_commands() -> None:
+    rendered = decoded(command(1))
+    assert rendered.payload_mode is PayloadMode.RENDERED
+    assert isinstance(rendered.payload, RenderedPayload)
+    assert rendered.source is Source.NOTIFICATION
+    assert rendered.requested_at_ms == 1795338900000
+    assert rendered.template_id is None
+
+    template = decoded(command(2, mode="template"))
+    assert isinstance(template.payload, TemplatePayload)
+    assert template.template_id == "account.password_reset"
+    assert template.payload.secret_variables == ["reset_token"]
+
+
+def test_tracing_metadata_stays_out_of_the_fingerprint() -> None:
+    first = decoded(command(1))
+    retraced = decoded(command(1, request_id="req-other", trace_id="trace-other"))
+    untraced = dict(command(1))
+    del untraced["request_id"], untraced["trace_id"]
+    assert first.fingerprint() == retraced.fingerprint() == decoded(untraced).fingerprint()
+
+
+def test_the_fingerprint_ignores_json_formatting_but_not_content() -> None:
+    compact = command(1, payload_json=json.dumps(rendered_payload(), separators=(",", ":")))
+    spaced = command(1, payload_json=json.dumps(rendered_payload(), indent=4))
+    assert decoded(compact).fingerprint() == decoded(spaced).fingerprint()
+    changed = command(1, payload=rendered_payload(text_body="Other text"))
+    assert decoded(changed).fingerprint() != decoded(compact).fingerprint()
+    assert decoded(command(1, requested_at_ms="1")).fingerprint() != decoded(compact).fingerprint()
+
+
+def test_a_repeated_field_name_is_refused() -> None:
+    raw = [*pairs(command(1)), (b"source", b"notification")]
+    refusal = refused(raw)
+    assert refusal.failure_code is FailureCode.INVALID_FIELD
+    assert "repeated field(s): source" in refusal.message
+
+
+@pytest.mark.parametrize(
+    ("limits", "payload", "code"),
+    [
+        ({"max_recipients": 2}, rendered_payload(), FailureCode.TOO_MANY_RECIPIENTS),
+        ({"max_subject_chars": 5}, rendered_payload(), FailureCode.INVALID_SUBJECT),
+        ({"max_attachment_bytes": 10}, rendered_payload(), FailureCode.ATTACHMENTS_TOO_LARGE),
+    ],
+)
+def test_limits_are_configurable(
+    limits: dict[str, int], payload: dict[str, Any], code: FailureCode
+) -> None:
+    # Given a command the defaults accept
+    decoded(command(1, payload=payload))
+    # When the limits are tighter, Then it is refused for the right reason
+    assert refused(command(1, payload=payload), **limits).failure_code is code
+
+
+def test_secret_variables_must_name_variables() -> None:
+    payload = template_payload(secret_variables=["not_there"])
+    refusal = refused(command(1, mode="template", payload=payload))
+    assert refusal.failure_code is FailureCode.INVALID_PAYLOAD
+    assert "not_there" in refusal.message
+
+
+def test_content_ids_must_be_unique() -> None:
+    attachment = {
+        "filename": "a.png",
+        "content_type": "image/png",
+        "content_base64": "aGk=",
+        "inline": True,
+        "content_id": "same@example.com",
+    }
+    payload = rendered_payload(attachments=[attachment, {**attachment, "filename": "b.png"}])
+    assert refused(command(1, payload=payload)).failure_code is FailureCode.INVALID_ATTACHMENT
+
+
+@pytest.mark.parametrize(
+    "filename", ["../etc/passwd", "a\r\nContent-Type: text/html", "", "x" * 256]
+)
+def test_attachment_filenames_cannot_carry_paths_or_header_breaks(filename: str) -> None:
+    attachment = {"filename": filename, "content_type": "text/plain", "content_base64": "aGk="}
+    payload = rendered_payload(attachments=[attachment])
+    assert refused(command(1, payload=payload)).failure_code is FailureCode.INVALID_ATTACHMENT
+
+
+def test_refusal_messages_never_quote_variable_values() -> None:
+    payload = template_payload(locale="nope nope")
+    refusal = refused(command(1, mode="template", payload=payload))
+    assert "tok-SECRET-7781" not in refusal.message
+    assert "tok-SECRET-7781" not in json.dumps(dict(refusal.raw_fields))
+
+
+def test_deeply_nested_json_is_refused_not_crashed() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    refusal = refused(command(1, payload_json=deep))
+    assert refusal.failure_code is FailureCode.INVALID_JSON
+
+
+def test_an_oversized_payload_is_refused_before_parsing() -> None:
+    # Given a payload_json past the size any valid command could have
+    limits = CommandLimits(max_attachment_bytes=0)
+    huge = "{" + " " * (limits.max_payload_chars + 1) + "}"
+    # Then it is refused as too large, not parsed
+    refusal = refused(command(1, payload_json=huge), max_attachment_bytes=0)
+    assert refusal.failure_code is FailureCode.PAYLOAD_TOO_LARGE
+    assert len(refusal.raw_fields["payload_json"]) < 1100
