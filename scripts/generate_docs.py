@@ -12,6 +12,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from datetime import timedelta
+
+from pydantic import SecretStr
+
+from mailcore.config import Settings
+from mailcore.durations import format_duration
 from mailcore.store.keys import key_catalog
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -27,9 +33,32 @@ def redis_key_table() -> str:
     return "\n".join(rows)
 
 
+def _default(value: object, required: bool) -> str:
+    if required:
+        return "(required)"
+    if value is None:
+        return "unset"
+    if isinstance(value, timedelta):
+        return f"`{format_duration(value)}`"
+    if isinstance(value, SecretStr):
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def configuration_table() -> str:
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for field in Settings.model_fields.values():
+        default = _default(field.default, field.is_required())
+        rows.append(f"| `{field.alias}` | {default} | {field.description} |")
+    return "\n".join(rows)
+
+
 # document -> section name -> renderer
 SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
     "redis-keys.md": {"key-catalog": redis_key_table},
+    "configuration.md": {"settings": configuration_table},
 }
 
 

@@ -59,6 +59,7 @@ REGION = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or
 # What template.yaml gives every function (Globals.Function).
 FUNCTION_MEMORY_MB = 512
 FUNCTION_TIMEOUT_S = 10
+STREAM_POLLER_TIMEOUT_S = 62  # template.yaml: StreamPollerFunction.Timeout
 # API Gateway refuses payloads over 10 MB before any function runs.
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 REDIS_START_TIMEOUT_S = 10.0
@@ -231,7 +232,11 @@ def put_code_on_path() -> None:
     ``sys.path`` and imports the module named by ``Handler``. Doing the same
     here imports each handler module exactly as it is imported in AWS.
     """
-    for folder in (ROOT / "layers" / "mailcore", ROOT / "functions" / "intake_api"):
+    for folder in (
+        ROOT / "layers" / "mailcore",
+        ROOT / "functions" / "intake_api",
+        ROOT / "functions" / "stream_poller",
+    ):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
 
@@ -249,6 +254,51 @@ def load_routes() -> dict[tuple[str, str], Route]:
         ),
     ]
     return {(route.method, route.resource): route for route in routes}
+
+
+@dataclass(frozen=True)
+class ScheduledContext(LocalLambdaContext):
+    """A context whose time runs out at once when the stack is stopping."""
+
+    stop: threading.Event = field(default_factory=threading.Event, compare=False)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 0 if self.stop.is_set() else super().get_remaining_time_in_millis()
+
+
+def scheduled_event() -> dict[str, Any]:
+    """The EventBridge scheduled event, as in events/stream_poller_scheduled.json."""
+    now = time.time()
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/local-every-minute"],
+        "detail": {},
+    }
+
+
+def run_every_minute(
+    function_name: str, handler: Handler, timeout_s: float, stop: threading.Event
+) -> None:
+    """Invoke a scheduled function once a minute, as an EventBridge rule would."""
+    while not stop.is_set():
+        started = time.monotonic()
+        context = ScheduledContext(
+            function_name=function_name,
+            aws_request_id=str(uuid.uuid4()),
+            deadline_monotonic=started + timeout_s,
+            stop=stop,
+        )
+        try:
+            handler(scheduled_event(), context)
+        except Exception:
+            traceback.print_exc()
+        stop.wait(max(0.0, 60 - (time.monotonic() - started)))
 
 
 # --------------------------------------------------------------------------- HTTP side
@@ -513,14 +563,24 @@ def print_banner(redis_addr: str, data_dir: Path | None, api_url: str) -> None:
     ]
     if data_dir:
         lines.append(f"  data dir  {data_dir}  (reuse it with LOCAL_REDIS_DIR={data_dir})")
+    host, _, port = redis_addr.rpartition(":")
     lines += [
         f"  smtp mode {os.environ['MAIL_SMTP_MODE']}",
+        f"  stream    {os.environ.get('MAIL_REDIS_COMMAND_STREAM', 'mail:delivery_commands')}"
+        "  (stream_poller runs every minute)",
         f"  API       {api_url}  (stage {STAGE!r}, no SigV4 locally)",
         "",
         "try it (run it twice: the second answer carries Idempotent-Replayed: true):",
         f"  curl -i -X POST {endpoint} \\",
         "    -H 'Content-Type: application/json' -H 'Idempotency-Key: local-demo-0001' \\",
         f"    -d '{body}'",
+        "",
+        "publish a generic mail command, as the Notification service would:",
+        f"  redis-cli -h {host} -p {port} XADD "
+        f"{os.environ.get('MAIL_REDIS_COMMAND_STREAM', 'mail:delivery_commands')} '*' \\",
+        "    delivery_id demo-1 source notification payload_mode rendered \\",
+        "    idempotency_key demo-1 requested_at_ms 1795338900000 \\",
+        '    payload_json \'{"to":["ada@example.com"],"subject":"Hello","text_body":"Hi Ada"}\'',
         "",
         "Ctrl-C stops everything.",
         "",
@@ -564,6 +624,7 @@ def main() -> int:
     local_redis: LocalRedis | None = None
     server: LocalApiServer | None = None
     server_thread: threading.Thread | None = None
+    scheduled: list[threading.Thread] = []
     try:
         if not os.environ.get("MAIL_REDIS_ADDR"):
             local_redis = start_redis(redis_data_dir())
@@ -590,6 +651,16 @@ def main() -> int:
             return 1
         server_thread = threading.Thread(target=server.serve_forever, name="local-api")
         server_thread.start()
+        stream_poller = importlib.import_module("stream_poller")
+        scheduled.append(
+            threading.Thread(
+                target=run_every_minute,
+                args=("StreamPollerFunction", stream_poller.handler, STREAM_POLLER_TIMEOUT_S, stop),
+                name="stream-poller",
+            )
+        )
+        for thread in scheduled:
+            thread.start()
         print_banner(
             os.environ["MAIL_REDIS_ADDR"],
             local_redis.data_dir if local_redis else None,
@@ -602,6 +673,11 @@ def main() -> int:
         print("\nstopping", flush=True)
         return 0
     finally:
+        stop.set()
+        for thread in scheduled:
+            thread.join()  # a run ends within one block timeout once stop is set
+        if scheduled:
+            print("scheduled functions stopped", flush=True)
         if server is not None:
             if server_thread is not None:
                 server.shutdown()  # returns once serve_forever has returned
