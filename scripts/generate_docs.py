@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
-
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import SecretStr
 
