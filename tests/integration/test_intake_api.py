@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ import redis
 from mailcore.config import Settings
 from mailcore.store.keys import RedisKeys
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
@@ -321,28 +319,7 @@ def test_a_redis_that_stops_answering_times_out_to_503_with_no_partial_state(
 def run_in_fresh_process(
     tmp_path: Path, environment: dict[str, str], events: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], str]:
-    """Cold-start intake_api in its own process; return its answers and all it printed."""
-    events_file, answers_file = tmp_path / "events.json", tmp_path / "answers.json"
-    events_file.write_text(json.dumps(events))
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("MAIL_", "POWERTOOLS_"))}
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.lambda_runner",
-            "intake_api",
-            str(events_file),
-            str(answers_file),
-        ],
-        env={**inherited, "PYTHONPATH": str(REPO_ROOT / "functions" / "intake_api"), **environment},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    answers: list[dict[str, Any]] = json.loads(answers_file.read_text())
-    return answers, completed.stdout + completed.stderr
+    return invoke_in_fresh_process("intake_api", tmp_path, environment, events)
 
 
 def test_the_login_code_appears_in_no_log_line_or_metric(

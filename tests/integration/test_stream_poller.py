@@ -38,6 +38,7 @@ from tests.support.commands import (
 )
 from tests.support.crashing_poller import DIED_BETWEEN_READ_AND_ACCEPT
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.polling import RecordingObserver, for_seconds, last_entry_id, until_drained
 from tests.support.redis_server import RedisServer
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
@@ -517,7 +518,7 @@ def test_the_handler_consumes_when_invoked_with_the_sample_scheduled_event(
     event = json.loads((REPO_ROOT / "events" / "stream_poller_scheduled.json").read_text())
 
     # When EventBridge's tick arrives with 4 s left (the poller keeps a 3 s reserve)
-    context = _ContextWithDeadline(seconds=4)
+    context = FakeLambdaContext(timeout_ms=4000)
     answer = module.handler(event, context)
 
     # Then it consumed everything and stopped before its time ran out
@@ -528,10 +529,43 @@ def test_the_handler_consumes_when_invoked_with_the_sample_scheduled_event(
     assert count_deliveries(redis_client) == 3
 
 
-class _ContextWithDeadline(FakeLambdaContext):
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self._deadline = time.monotonic() + seconds
+def test_the_handler_logs_each_entry_and_counts_outcomes_without_secrets(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given a template command with a secret variable, a duplicate and a bad entry
+    accepted = publish(redis_client, command(1, mode="template"))
+    publish(redis_client, command(1, mode="template"))
+    bad = publish(redis_client, command(2, mode="template", payload=template_payload(locale="?")))
 
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+    # When the handler runs in its own process, as in Lambda
+    answers, printed = invoke_in_fresh_process(
+        "stream_poller",
+        tmp_path,
+        {"MAIL_REDIS_ADDR": redis_server.addr, "MAIL_STREAM_BLOCK_TIMEOUT": "100ms"},
+        [json.loads((REPO_ROOT / "events" / "stream_poller_scheduled.json").read_text())],
+        timeout_ms=3600,
+    )
+
+    # Then its answer sums the run up
+    assert answers[0]["accepted"] == 1
+    assert (answers[0]["duplicates"], answers[0]["malformed"]) == (1, 1)
+    # And each entry has a JSON log line with its identifiers
+    lines = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+    logged = {line.get("stream_entry_id"): line for line in lines if "stream_entry_id" in line}
+    assert logged[accepted]["delivery_id"] == "notif-000001"
+    assert logged[accepted]["source"] == "notification"
+    assert logged[accepted]["template_id"] == "account.password_reset"
+    assert logged[bad]["failure_code"] == "invalid_payload"
+    # And the outcomes are counted as EMF metrics
+    metrics = {
+        name: value
+        for line in lines
+        if "_aws" in line
+        for name, value in line.items()
+        if name not in {"_aws", "service"}
+    }
+    assert metrics["GenericDeliveriesAccepted"] == [1.0]
+    assert metrics["DuplicateCommands"] == [1.0]
+    assert metrics["MalformedCommands"] == [1.0]
+    # And no secret variable's value is anywhere in the output
+    assert "tok-SECRET-7781" not in printed
