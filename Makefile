@@ -43,7 +43,7 @@ sam-validate: setup
 	sam validate --lint
 
 sam-build: setup
-	sam build --parallel --cached
+	sam build --parallel
 
 # pytest runs last: the build is checked first, and its summary closes the output.
 test: lint typecheck sam-validate sam-build pytest

@@ -15,6 +15,7 @@ import redis
 
 from mailcore.config import Settings
 from mailcore.store.keys import RedisKeys
+from tests.support.fakes import SMTP_MODE_ENV
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.redis_server import RedisServer, free_port
@@ -89,7 +90,7 @@ def load_intake_api(
 def smtp_api(
     load_intake_api: Callable[..., Invoke], redis_server: RedisServer, redis_client: redis.Redis
 ) -> Invoke:
-    return load_intake_api(MAIL_REDIS_ADDR=redis_server.addr, MAIL_SMTP_MODE="smtp")
+    return load_intake_api(MAIL_REDIS_ADDR=redis_server.addr, **SMTP_MODE_ENV)
 
 
 def test_the_sample_events_answer_as_the_contract_says(
@@ -233,7 +234,7 @@ def test_stub_mode_answers_suppressed_and_schedules_nothing(
 def test_an_unreachable_redis_answers_503(load_intake_api: Callable[..., Invoke]) -> None:
     api = load_intake_api(
         MAIL_REDIS_ADDR=f"127.0.0.1:{free_port()}",
-        MAIL_SMTP_MODE="smtp",
+        **SMTP_MODE_ENV,
         MAIL_REDIS_OPERATION_TIMEOUT="200ms",
     )
     answer = api(request_event(VALID_BODY))
@@ -255,7 +256,7 @@ def test_redis_going_down_answers_503_and_leaves_only_whole_deliveries(
     # Given a durable Redis that has accepted one delivery
     api = load_intake_api(
         MAIL_REDIS_ADDR=durable_redis.addr,
-        MAIL_SMTP_MODE="smtp",
+        **SMTP_MODE_ENV,
         MAIL_REDIS_OPERATION_TIMEOUT="200ms",
     )
     first = api(request_event(VALID_BODY, key="before-outage"))
@@ -289,7 +290,7 @@ def test_a_redis_that_stops_answering_times_out_to_503_with_no_partial_state(
     try:
         api = load_intake_api(
             MAIL_REDIS_ADDR=server.addr,
-            MAIL_SMTP_MODE="smtp",
+            **SMTP_MODE_ENV,
             MAIL_REDIS_OPERATION_TIMEOUT="200ms",
         )
         assert api(request_event(VALID_BODY, key="warm-up"))["statusCode"] == 200
@@ -328,7 +329,7 @@ def test_the_login_code_appears_in_no_log_line_or_metric(
     # Given the handler at its most verbose, logging events if it were allowed to
     secret = "739251"
     verbose = {
-        "MAIL_SMTP_MODE": "smtp",
+        **SMTP_MODE_ENV,
         "MAIL_REDIS_OPERATION_TIMEOUT": "200ms",
         "POWERTOOLS_LOG_LEVEL": "DEBUG",
         "POWERTOOLS_LOGGER_LOG_EVENT": "true",

@@ -139,3 +139,12 @@ class InMemoryStreamStore:
                 )
         self.offset = items[-1].stream_entry_id
         return StreamBatchResult(False, self.offset, tuple(results))
+
+
+# What smtp mode needs besides the mode itself (the server is never reached
+# in tests that only accept mail).
+SMTP_MODE_ENV = {
+    "MAIL_SMTP_MODE": "smtp",
+    "MAIL_SMTP_ADDR": "127.0.0.1:2525",
+    "MAIL_SMTP_FROM_EMAIL": "noreply@mail.example.com",
+}

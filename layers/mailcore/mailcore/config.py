@@ -22,8 +22,10 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    model_validator,
 )
 
+from mailcore.contracts.fields import EmailAddress
 from mailcore.durations import parse_duration
 
 
@@ -34,8 +36,14 @@ class ConfigError(ValueError):
 class SmtpMode(StrEnum):
     """How deliveries leave the service."""
 
-    STUB = "stub"  # accept and record, never send: auth mail ends `suppressed`
+    STUB = "stub"  # never send: auth mail ends `suppressed`, other mail meets the stub provider
     SMTP = "smtp"  # send over SMTP: auth mail is `queued` for a first attempt
+
+
+class SmtpTls(StrEnum):
+    STARTTLS = "starttls"  # plain connect (587), then STARTTLS before anything else
+    IMPLICIT = "implicit"  # TLS from the first byte (465)
+    NONE = "none"  # no TLS at all: only for a local capture server
 
 
 def _go_duration(value: Any) -> Any:
@@ -50,6 +58,21 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
+def _retry_ladder(value: Any) -> Any:
+    if isinstance(value, str):
+        steps = [step.strip() for step in value.split(",")]
+        if not all(steps):
+            raise ValueError("must be a comma-separated list of durations like 1m,5m,30m")
+        return tuple(parse_duration(step) for step in steps)
+    return value
+
+
+def _ladder_positive(value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+    if any(step <= timedelta(0) for step in value):
+        raise ValueError("every retry delay must be positive")
+    return value
+
+
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -58,6 +81,9 @@ def _host_port(value: str) -> str:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_go_duration), AfterValidator(_positive)]
+RetryLadder = Annotated[
+    tuple[timedelta, ...], BeforeValidator(_retry_ladder), AfterValidator(_ladder_positive)
+]
 HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
@@ -158,6 +184,112 @@ class Settings(BaseModel):
         description="Most attachment bytes (decoded, all attachments) per stream command.",
     )
 
+    smtp_addr: HostPort | None = Field(
+        default=None,
+        alias="MAIL_SMTP_ADDR",
+        description="SMTP server as host:port (587 for STARTTLS, 465 for implicit TLS). "
+        "Required in smtp mode.",
+    )
+    smtp_tls: SmtpTls = Field(
+        default=SmtpTls.STARTTLS,
+        alias="MAIL_SMTP_TLS",
+        description="`starttls`, `implicit` or `none` (none only for a local capture server).",
+    )
+    smtp_username: str | None = Field(
+        default=None, alias="MAIL_SMTP_USERNAME", description="SMTP AUTH user name, if any."
+    )
+    smtp_password: SecretStr | None = Field(
+        default=None,
+        alias="MAIL_SMTP_PASSWORD",
+        description="SMTP AUTH password. Prefer MAIL_SMTP_PASSWORD_SECRET_ARN. Never logged.",
+    )
+    smtp_password_secret_arn: str | None = Field(
+        default=None,
+        pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$",
+        alias="MAIL_SMTP_PASSWORD_SECRET_ARN",
+        description="Secrets Manager secret holding the SMTP password (a plain string, or "
+        'JSON {"username", "password"}); read through a 5-minute cache.',
+    )
+    smtp_from_email: EmailAddress | None = Field(
+        default=None,
+        alias="MAIL_SMTP_FROM_EMAIL",
+        description="Sender address (From and envelope sender). Required in smtp mode.",
+    )
+    smtp_from_name: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[^\r\n]*$",
+        alias="MAIL_SMTP_FROM_NAME",
+        description="Sender display name.",
+    )
+    smtp_timeout: Duration = Field(
+        default=timedelta(seconds=15),
+        alias="MAIL_SMTP_TIMEOUT",
+        description="Connect and per-command SMTP timeout; a claim lasts this plus 30s.",
+    )
+    smtp_insecure_skip_verify: bool = Field(
+        default=False,
+        alias="MAIL_SMTP_INSECURE_SKIP_VERIFY",
+        description="Skip TLS certificate checks. Only for a local capture server.",
+    )
+    template_dir: str | None = Field(
+        default=None,
+        alias="MAIL_TEMPLATE_DIR",
+        description="Template catalog folder; unset uses the catalog shipped in the layer.",
+    )
+    retry_schedule: RetryLadder = Field(
+        default=(timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30)),
+        alias="MAIL_RETRY_SCHEDULE",
+        description="Delays before each retry of a transient failure; after the last, "
+        "the delivery is dead-lettered.",
+    )
+    attempt_ttl: Duration = Field(
+        default=timedelta(hours=2160),
+        alias="MAIL_ATTEMPT_TTL",
+        description="Retention of finished attempts and dead-letter entries.",
+    )
+    attempt_queue_url: str | None = Field(
+        default=None,
+        alias="MAIL_ATTEMPT_QUEUE_URL",
+        description="SQS queue of claimed attempts. The scheduler needs it; without it "
+        "the intakes leave first attempts to the scheduler.",
+    )
+    attempt_worker_concurrency: int = Field(
+        default=4,
+        ge=2,
+        le=1000,
+        alias="MAIL_ATTEMPT_WORKER_CONCURRENCY",
+        description="Attempt workers running at once (the queue's MaximumConcurrency); "
+        "the scheduler keeps at most 10 claims per worker in flight per poll.",
+    )
+    scheduler_poll_interval: Duration = Field(
+        default=timedelta(milliseconds=250),
+        alias="MAIL_SCHEDULER_POLL_INTERVAL",
+        description="How often the scheduler claims due attempts.",
+    )
+
+    @model_validator(mode="after")
+    def _smtp_mode_needs_a_server(self) -> Settings:
+        if self.smtp_mode is SmtpMode.SMTP:
+            missing = [
+                name
+                for name, value in (
+                    ("MAIL_SMTP_ADDR", self.smtp_addr),
+                    ("MAIL_SMTP_FROM_EMAIL", self.smtp_from_email),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"MAIL_SMTP_MODE=smtp needs {' and '.join(missing)}")
+        if self.smtp_password is not None and self.smtp_password_secret_arn is not None:
+            raise ValueError("set MAIL_SMTP_PASSWORD or MAIL_SMTP_PASSWORD_SECRET_ARN, not both")
+        return self
+
+    @property
+    def claim_timeout(self) -> timedelta:
+        """How long a claimed attempt belongs to its worker before recovery takes it back."""
+        return self.smtp_timeout + timedelta(seconds=30)
+
     @property
     def redis_host(self) -> str:
         return self.redis_addr.rpartition(":")[0].strip("[]")
@@ -187,11 +319,11 @@ class Settings(BaseModel):
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors(include_input=False, include_url=False):
-        variable = ".".join(str(part) for part in item["loc"]) or "configuration"
+        variable = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             message = "is required"
-        problems.append(f"{variable} {message}")
+        problems.append(f"{variable} {message}" if variable else message)
     return "invalid configuration: " + "; ".join(problems)
 
 

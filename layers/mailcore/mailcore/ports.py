@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.message import EmailMessage
 from enum import StrEnum
 from typing import Protocol
 
@@ -15,17 +16,22 @@ from mailcore.contracts.stream import MalformedCommand
 from mailcore.domain.clock import Clock
 from mailcore.domain.ids import IdGenerator
 from mailcore.domain.model import Attempt, Delivery
+from mailcore.domain.states import AttemptStatus, ProviderOutcome
 
 __all__ = [
     "AcceptanceResult",
     "AcceptanceStore",
+    "AttemptQueue",
+    "ClaimedAttempt",
     "Clock",
     "CommandStream",
     "DeliveryReader",
     "EntryVerdict",
     "IdGenerator",
     "Lease",
+    "MailProvider",
     "PendingDelivery",
+    "SendResult",
     "StreamAcceptanceStore",
     "StreamBatchResult",
     "StreamEntry",
@@ -141,3 +147,51 @@ class Lease(Protocol):
         ...
 
     def release(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A provider's classified answer to one message."""
+
+    outcome: ProviderOutcome
+    # provider_accepted, provider_rejected, transport_failed or timed_out
+    attempt_status: AttemptStatus
+    summary: str  # one line, at most 300 characters, secrets removed: safe to store and show
+    duration_ms: int
+
+
+class MailProvider(Protocol):
+    """Sends one message to one envelope. Implementations: SMTP and the stub."""
+
+    def send(
+        self,
+        message: EmailMessage,
+        *,
+        envelope_from: str,
+        recipients: Sequence[str],
+        secrets: Sequence[str] = (),
+    ) -> SendResult:
+        """Never raises for a delivery problem: every failure is a classified SendResult.
+
+        ``secrets`` are values (a login code) that must not appear in the summary.
+        """
+        ...
+
+    def close(self) -> None:
+        """End of a worker batch: close any connection kept open across messages."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedAttempt:
+    """A due attempt a worker may execute while the claim token is valid."""
+
+    delivery_id: str
+    attempt_no: int
+    claim_token: str
+
+
+class AttemptQueue(Protocol):
+    def send(self, claims: Sequence[ClaimedAttempt]) -> list[ClaimedAttempt]:
+        """Queue claimed attempts for the workers; return those that could not be queued."""
+        ...
