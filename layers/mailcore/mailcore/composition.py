@@ -1,21 +1,37 @@
 """Wiring: build the services from settings with their production adapters.
 
 The Lambda handlers call these once per cold start, at module scope, so warm
-invocations reuse the Redis connection pools.
+invocations reuse the Redis connection pools, the SQS client and the parsed
+template catalog. Tests pass their own clients where they need to.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
+import boto3
 import redis
 
-from mailcore.config import Settings
+from mailcore.aws.secrets import secret_password_source
+from mailcore.aws.sqs_queue import SqsAttemptQueue
+from mailcore.config import Settings, SmtpMode
 from mailcore.contracts.stream import CommandLimits
 from mailcore.domain.clock import Clock, SystemClock
 from mailcore.domain.ids import UlidGenerator
+from mailcore.mail.mime import Sender
+from mailcore.ports import MailProvider
+from mailcore.providers.smtp import SmtpProvider
+from mailcore.providers.stub import StubProvider
+from mailcore.rendering.catalog import TemplateCatalog, default_catalog_dir
+from mailcore.services.attempts import AttemptExecutor
 from mailcore.services.auth_intake import AuthIntake
+from mailcore.services.dispatch import Dispatcher
+from mailcore.services.scheduler import Scheduler, SchedulerObserver
 from mailcore.services.stream_intake import PollObserver, StreamIntake, StreamPoller
+from mailcore.store.attempt_store import RedisAttemptStore
 from mailcore.store.client import build_redis_client
 from mailcore.store.command_stream import RedisCommandStream
 from mailcore.store.keys import RedisKeys
@@ -23,6 +39,11 @@ from mailcore.store.lease import RedisLease
 from mailcore.store.redis_store import RedisDeliveryStore
 
 STREAM_POLLER_LEASE = "stream_poller"
+SCHEDULER_LEASE = "scheduler"
+# Without an SMTP sender configured (stub mode), messages still need a From
+# and a Message-ID domain; this one can never be mistaken for a real mailbox.
+STUB_SENDER = "noreply@mail-service.invalid"
+CLAIMS_PER_WORKER = 10  # one SQS batch per worker per poll
 
 
 def build_delivery_store(
@@ -37,10 +58,37 @@ def build_delivery_store(
     )
 
 
-def build_auth_intake(settings: Settings) -> AuthIntake:
+def build_attempt_store(settings: Settings, client: redis.Redis | None = None) -> RedisAttemptStore:
+    return RedisAttemptStore(
+        client or build_redis_client(settings),
+        delivery_ttl=settings.delivery_ttl,
+        attempt_ttl=settings.attempt_ttl,
+        retry_schedule=settings.retry_schedule,
+    )
+
+
+def build_dispatcher(
+    settings: Settings,
+    clock: Clock,
+    client: redis.Redis | None = None,
+    sqs_client: Any = None,
+) -> Dispatcher | None:
+    """None when no attempt queue is configured: then only the scheduler dispatches."""
+    if not settings.attempt_queue_url:
+        return None
+    queue = SqsAttemptQueue(sqs_client or boto3.client("sqs"), settings.attempt_queue_url)
+    return Dispatcher(build_attempt_store(settings, client), queue, clock, settings.claim_timeout)
+
+
+def build_auth_intake(settings: Settings, sqs_client: Any = None) -> AuthIntake:
     clock = SystemClock()
+    client = build_redis_client(settings)
     return AuthIntake(
-        build_delivery_store(settings, clock), clock, UlidGenerator(clock), settings.smtp_mode
+        build_delivery_store(settings, clock, client),
+        clock,
+        UlidGenerator(clock),
+        settings.smtp_mode,
+        dispatcher=build_dispatcher(settings, clock, client, sqs_client),
     )
 
 
@@ -52,11 +100,19 @@ def command_limits(settings: Settings) -> CommandLimits:
     )
 
 
-def build_stream_poller(settings: Settings, observer: PollObserver) -> StreamPoller:
+def build_stream_poller(
+    settings: Settings, observer: PollObserver, sqs_client: Any = None
+) -> StreamPoller:
     clock = SystemClock()
     client = build_redis_client(settings)
     store = build_delivery_store(settings, clock, client)
-    intake = StreamIntake(store, clock, settings.redis_command_stream, command_limits(settings))
+    intake = StreamIntake(
+        store,
+        clock,
+        settings.redis_command_stream,
+        command_limits(settings),
+        dispatcher=build_dispatcher(settings, clock, client, sqs_client),
+    )
     block = settings.stream_block_timeout
     # Blocking reads get their own client: raw bytes, and a read timeout past the block.
     stream = RedisCommandStream(
@@ -75,4 +131,64 @@ def build_stream_poller(settings: Settings, observer: PollObserver) -> StreamPol
         observer,
         batch_size=settings.stream_batch_size,
         block_ms=int(block.total_seconds() * 1000),
+    )
+
+
+def build_scheduler(
+    settings: Settings, observer: SchedulerObserver, sqs_client: Any = None
+) -> Scheduler:
+    clock = SystemClock()
+    client = build_redis_client(settings)
+    dispatcher = build_dispatcher(settings, clock, client, sqs_client)
+    if dispatcher is None:
+        raise ValueError("the scheduler needs MAIL_ATTEMPT_QUEUE_URL")
+    interval = settings.scheduler_poll_interval
+    lease = RedisLease(
+        client, RedisKeys().lease(SCHEDULER_LEASE), length=4 * interval + timedelta(seconds=10)
+    )
+    return Scheduler(
+        build_attempt_store(settings, client),
+        dispatcher,
+        lease,
+        observer,
+        clock,
+        poll_interval_ms=int(interval.total_seconds() * 1000),
+        claims_per_poll=settings.attempt_worker_concurrency * CLAIMS_PER_WORKER,
+    )
+
+
+def load_catalog(settings: Settings) -> TemplateCatalog:
+    directory = Path(settings.template_dir) if settings.template_dir else default_catalog_dir()
+    return TemplateCatalog.load(directory)
+
+
+def password_source(settings: Settings, secrets_client: Any = None) -> Callable[[], str | None]:
+    if settings.smtp_password_secret_arn:
+        return secret_password_source(settings.smtp_password_secret_arn, secrets_client)
+    password = settings.smtp_password
+    return lambda: password.get_secret_value() if password else None
+
+
+def build_provider(settings: Settings, secrets_client: Any = None) -> MailProvider:
+    if settings.smtp_mode is SmtpMode.STUB:
+        return StubProvider()
+    return SmtpProvider.from_settings(settings, password_source(settings, secrets_client))
+
+
+def sender_of(settings: Settings) -> Sender:
+    return Sender(settings.smtp_from_email or STUB_SENDER, settings.smtp_from_name)
+
+
+def build_attempt_executor(
+    settings: Settings,
+    provider: MailProvider | None = None,
+    catalog: TemplateCatalog | None = None,
+    secrets_client: Any = None,
+) -> AttemptExecutor:
+    return AttemptExecutor(
+        build_attempt_store(settings),
+        catalog or load_catalog(settings),
+        provider or build_provider(settings, secrets_client),
+        sender_of(settings),
+        SystemClock(),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 from enum import StrEnum
 from typing import Protocol
@@ -22,16 +23,22 @@ __all__ = [
     "AcceptanceResult",
     "AcceptanceStore",
     "AttemptQueue",
+    "AttemptStore",
     "ClaimedAttempt",
+    "ClaimedDelivery",
     "Clock",
     "CommandStream",
+    "CompletionResult",
     "DeliveryReader",
     "EntryVerdict",
     "IdGenerator",
     "Lease",
     "MailProvider",
     "PendingDelivery",
+    "ScheduleStats",
     "SendResult",
+    "StartResult",
+    "StartVerdict",
     "StreamAcceptanceStore",
     "StreamBatchResult",
     "StreamEntry",
@@ -195,3 +202,82 @@ class AttemptQueue(Protocol):
     def send(self, claims: Sequence[ClaimedAttempt]) -> list[ClaimedAttempt]:
         """Queue claimed attempts for the workers; return those that could not be queued."""
         ...
+
+
+class StartVerdict(StrEnum):
+    STARTED = "started"  # the delivery is `sending`: go ahead and send
+    FAILED = "failed"  # a render failure was recorded: the delivery is `failed`
+    REFUSED = "refused"  # stale or duplicate work: do nothing
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    verdict: StartVerdict
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionResult:
+    completed: bool
+    status: str | None = None  # the delivery's new status when completed
+    reason: str | None = None  # why it was refused otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """What a worker reads before starting: the delivery and the live claim on it."""
+
+    delivery: Delivery
+    claim_token: str | None
+    attempt_status: AttemptStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStats:
+    depth: int  # deliveries waiting in the schedule
+    oldest_due_age_ms: int  # how overdue the most overdue one is (0 when none is due)
+    claimed: int  # deliveries handed to workers right now
+
+
+class AttemptStore(Protocol):
+    """Claims, attempts and recovery; every change atomic and token-checked."""
+
+    @property
+    def retry_schedule(self) -> tuple[timedelta, ...]: ...
+
+    def due_delivery_ids(self, now_ms: int, limit: int) -> list[str]: ...
+
+    def claim(
+        self, delivery_ids: Sequence[str], now_ms: int, deadline_ms: int
+    ) -> list[ClaimedAttempt]: ...
+
+    def release(self, claims: Sequence[ClaimedAttempt], now_ms: int) -> int: ...
+
+    def read_claimed(self, claim: ClaimedAttempt) -> ClaimedDelivery | None: ...
+
+    def start(
+        self,
+        claim: ClaimedAttempt,
+        now_ms: int,
+        *,
+        rendered: bool,
+        locale_fallback_used: bool | None = None,
+        resolved_locale: str | None = None,
+        failure_summary: str = "",
+    ) -> StartResult: ...
+
+    def complete(
+        self,
+        claim: ClaimedAttempt,
+        now_ms: int,
+        *,
+        outcome: ProviderOutcome,
+        attempt_status: AttemptStatus,
+        summary: str,
+        duration_ms: int,
+        failure_code: str | None = None,
+    ) -> CompletionResult: ...
+
+    def recover_expired(self, now_ms: int, limit: int = ...) -> list[tuple[str, str]]: ...
+
+    def stats(self, now_ms: int) -> ScheduleStats: ...

@@ -14,7 +14,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mailcore.errors import StoreUnavailable
-from mailcore.ports import EntryVerdict
+from mailcore.ports import EntryVerdict, ScheduleStats
+from mailcore.services.attempts import AttemptReport
 from mailcore.services.stream_intake import HandledEntry
 
 SERVICE_NAME = "mail"
@@ -32,6 +33,38 @@ class Metric(StrEnum):
     STORE_UNAVAILABLE = "StoreUnavailable"
     REQUESTS_REJECTED = "RequestsRejected"
     INTERNAL_ERRORS = "InternalErrors"
+    ATTEMPTS_ACCEPTED = "AttemptsAccepted"
+    ATTEMPTS_SUPPRESSED = "AttemptsSuppressed"
+    ATTEMPTS_TRANSIENT_FAILURES = "AttemptsTransientFailures"
+    ATTEMPTS_PERMANENT_FAILURES = "AttemptsPermanentFailures"
+    RENDER_FAILURES = "RenderFailures"
+    STALE_ATTEMPTS_SKIPPED = "StaleAttemptsSkipped"
+    DELIVERIES_SENT = "DeliveriesSent"
+    DELIVERIES_FAILED = "DeliveriesFailed"
+    DELIVERIES_RETRIED = "DeliveriesRetried"
+    DEAD_LETTERS = "DeadLetters"
+    LOCALE_FALLBACKS = "LocaleFallbacks"
+    PROVIDER_SEND_DURATION = "ProviderSendDuration"
+    CLAIMS_RECOVERED = "ClaimsRecovered"
+    ATTEMPTS_DISPATCHED = "AttemptsDispatched"
+    SCHEDULE_DEPTH = "AttemptScheduleDepth"
+    OLDEST_SCHEDULED_AGE = "AttemptScheduleOldestAge"
+
+
+_OUTCOME_METRICS = {
+    "accepted": Metric.ATTEMPTS_ACCEPTED,
+    "suppressed": Metric.ATTEMPTS_SUPPRESSED,
+    "transient_failure": Metric.ATTEMPTS_TRANSIENT_FAILURES,
+    "permanent_failure": Metric.ATTEMPTS_PERMANENT_FAILURES,
+    "render_failed": Metric.RENDER_FAILURES,
+}
+_STATUS_METRICS = {
+    "sent": Metric.DELIVERIES_SENT,
+    "suppressed": Metric.DELIVERIES_SUPPRESSED,
+    "failed": Metric.DELIVERIES_FAILED,
+    "queued": Metric.DELIVERIES_RETRIED,
+    "dead_letter": Metric.DEAD_LETTERS,
+}
 
 
 class StreamPollTelemetry:
@@ -68,6 +101,80 @@ class StreamPollTelemetry:
         ):
             if verdicts[verdict]:
                 self._metrics.add_metric(metric, MetricUnit.Count, verdicts[verdict])
+
+    def store_unavailable(self, error: StoreUnavailable) -> None:
+        self._logger.warning("state store unavailable; retrying", reason=str(error))
+        self._metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)
+
+
+class AttemptTelemetry:
+    """One log line and the counters for each attempt a worker handled."""
+
+    def __init__(self, logger: Logger, metrics: Metrics) -> None:
+        self._logger = logger
+        self._metrics = metrics
+
+    def record(self, report: AttemptReport) -> None:
+        fields: dict[str, object] = {
+            "delivery_id": report.delivery_id,
+            "attempt_no": report.attempt_no,
+            "source": report.source,
+            "template_id": report.template_id,
+        }
+        if report.skipped:
+            self._logger.info("attempt skipped", extra={**fields, "reason": report.skipped})
+            self._metrics.add_metric(Metric.STALE_ATTEMPTS_SKIPPED, MetricUnit.Count, 1)
+            return
+        if report.completion_refused:
+            # The provider answered but the claim was gone: recovery will retry,
+            # and the receiver may see this message twice (same Message-ID).
+            self._logger.warning(
+                "attempt outcome not recorded",
+                extra={**fields, "reason": report.completion_refused},
+            )
+        self._logger.info(
+            "attempt finished",
+            extra={
+                **fields,
+                "outcome": report.outcome,
+                "attempt_status": report.attempt_status,
+                "delivery_status": report.status,
+                "duration_ms": report.duration_ms,
+                "locale_fallback_used": report.locale_fallback_used,
+            },
+        )
+        if report.outcome in _OUTCOME_METRICS:
+            self._metrics.add_metric(_OUTCOME_METRICS[report.outcome], MetricUnit.Count, 1)
+        if report.status in _STATUS_METRICS:
+            self._metrics.add_metric(_STATUS_METRICS[report.status], MetricUnit.Count, 1)
+        if report.locale_fallback_used:
+            self._metrics.add_metric(Metric.LOCALE_FALLBACKS, MetricUnit.Count, 1)
+        if report.duration_ms is not None:
+            self._metrics.add_metric(
+                Metric.PROVIDER_SEND_DURATION, MetricUnit.Milliseconds, report.duration_ms
+            )
+
+
+class SchedulerTelemetry:
+    """Implements SchedulerObserver: recoveries, schedule gauges, store trouble."""
+
+    def __init__(self, logger: Logger, metrics: Metrics) -> None:
+        self._logger = logger
+        self._metrics = metrics
+
+    def recovered(self, recoveries: list[tuple[str, str]]) -> None:
+        for delivery_id, what in recoveries:
+            self._logger.warning("expired claim recovered", delivery_id=delivery_id, result=what)
+        self._metrics.add_metric(Metric.CLAIMS_RECOVERED, MetricUnit.Count, len(recoveries))
+        dead = sum(1 for _, what in recoveries if what == "dead_letter")
+        if dead:
+            self._metrics.add_metric(Metric.DEAD_LETTERS, MetricUnit.Count, dead)
+
+    def schedule_stats(self, stats: ScheduleStats) -> None:
+        self._metrics.add_metric(Metric.SCHEDULE_DEPTH, MetricUnit.Count, stats.depth)
+        self._metrics.add_metric(
+            Metric.OLDEST_SCHEDULED_AGE, MetricUnit.Milliseconds, stats.oldest_due_age_ms
+        )
 
     def store_unavailable(self, error: StoreUnavailable) -> None:
         self._logger.warning("state store unavailable; retrying", reason=str(error))

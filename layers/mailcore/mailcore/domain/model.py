@@ -82,6 +82,13 @@ class Delivery:
     requested_at_ms: int | None = None
     request_id: str | None = None
     trace_id: str | None = None
+    # Written as attempts run (by the store's scripts, never at acceptance).
+    locale_fallback_used: bool | None = None
+    resolved_locale: str | None = None
+    last_outcome: str | None = None
+    last_summary: str | None = None
+    failure_code: str | None = None
+    sent_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +98,9 @@ class Attempt:
     status: AttemptStatus
     scheduled_for_ms: int
     created_at_ms: int
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    outcome: str | None = None  # a ProviderOutcome value once finished
+    summary: str | None = None  # the provider's answer, redacted
+    duration_ms: int | None = None
+    failure_code: str | None = None

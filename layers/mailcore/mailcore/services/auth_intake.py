@@ -17,8 +17,9 @@ from mailcore.domain.model import (
     Source,
 )
 from mailcore.domain.states import AttemptStatus, DeliveryStatus
-from mailcore.errors import IdempotencyConflict
+from mailcore.errors import IdempotencyConflict, StoreUnavailable
 from mailcore.ports import AcceptanceStore, Clock, IdGenerator
+from mailcore.services.dispatch import Dispatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class AuthAcceptance:
     delivery_id: str
     outcome: AcceptanceOutcome
     replayed: bool  # an identical earlier request already created this delivery
+    dispatched: bool = False  # the first attempt went to a worker at once (fast path)
 
 
 def request_fingerprint(request: LoginCodeDeliveryRequest) -> str:
@@ -44,12 +46,18 @@ class AuthIntake:
     """
 
     def __init__(
-        self, store: AcceptanceStore, clock: Clock, ids: IdGenerator, smtp_mode: SmtpMode
+        self,
+        store: AcceptanceStore,
+        clock: Clock,
+        ids: IdGenerator,
+        smtp_mode: SmtpMode,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._ids = ids
         self._smtp_mode = smtp_mode
+        self._dispatcher = dispatcher
 
     def accept_login_code(
         self, request: LoginCodeDeliveryRequest, idempotency_key: str
@@ -91,8 +99,25 @@ class AuthIntake:
         )
         if not result.fingerprint_matches:
             raise IdempotencyConflict(Source.AUTHSESSION)
+        dispatched = False
+        if result.created and first_attempt is not None:
+            dispatched = self._dispatch_now(result.delivery_id)
         return AuthAcceptance(
             delivery_id=result.delivery_id,
             outcome=AcceptanceOutcome(result.outcome),
             replayed=not result.created,
+            dispatched=dispatched,
         )
+
+    def _dispatch_now(self, delivery_id: str) -> bool:
+        """Hand the first attempt to a worker at once, so a login code never waits a tick.
+
+        The delivery is already durably accepted: if this fails, the scheduler
+        finds it due in the schedule and dispatches it on its next poll.
+        """
+        if self._dispatcher is None:
+            return False
+        try:
+            return self._dispatcher.dispatch([delivery_id]).queued == 1
+        except StoreUnavailable:
+            return False

@@ -9,6 +9,7 @@ shortly before its time is up.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,7 +36,9 @@ from mailcore.ports import (
     PendingDelivery,
     StreamAcceptanceStore,
     StreamEntry,
+    StreamEntryResult,
 )
+from mailcore.services.dispatch import Dispatcher
 
 # Refusals the store decides (they depend on what is already stored).
 STORE_FAILURE_MESSAGES = {
@@ -115,12 +118,14 @@ class StreamIntake:
         stream: str,
         limits: CommandLimits,
         max_call_bytes: int = MAX_CALL_BYTES,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._stream = stream
         self._limits = limits
         self._max_call_bytes = max_call_bytes
+        self._dispatcher = dispatcher
 
     @property
     def stream(self) -> str:
@@ -176,7 +181,20 @@ class StreamIntake:
                         ),
                     )
                 )
+            self._dispatch_now(result.entries)
         return IntakeResult(offset, tuple(handled))
+
+    def _dispatch_now(self, results: Sequence[StreamEntryResult]) -> None:
+        """First attempts go to the workers at once; the scheduler covers any failure."""
+        created = [
+            r.delivery_id for r in results if r.verdict is EntryVerdict.CREATED and r.delivery_id
+        ]
+        if self._dispatcher is None or not created:
+            return
+        # Accepted and due in the schedule either way: if Redis fails here, the
+        # scheduler dispatches them on its next poll.
+        with contextlib.suppress(StoreUnavailable):
+            self._dispatcher.dispatch(created)
 
     def _chunks(self, entries: Sequence[StreamEntry]) -> list[list[StreamEntry]]:
         chunks: list[list[StreamEntry]] = [[]]

@@ -122,6 +122,14 @@ def delivery_from_fields(fields: Mapping[str, str]) -> Delivery:
         requested_at_ms=int(requested_at) if requested_at else None,
         request_id=fields.get("request_id") or None,
         trace_id=fields.get("trace_id") or None,
+        locale_fallback_used=(
+            fields["locale_fallback_used"] == "1" if "locale_fallback_used" in fields else None
+        ),
+        resolved_locale=fields.get("resolved_locale") or None,
+        last_outcome=fields.get("last_outcome") or None,
+        last_summary=fields.get("last_summary") or None,
+        failure_code=fields.get("failure_code") or None,
+        sent_at_ms=_int_or_none(fields.get("sent_at_ms")),
     )
 
 
@@ -142,4 +150,14 @@ def attempt_from_fields(fields: Mapping[str, str]) -> Attempt:
         status=AttemptStatus(fields["status"]),
         scheduled_for_ms=int(fields["scheduled_for_ms"]),
         created_at_ms=int(fields["created_at_ms"]),
+        started_at_ms=_int_or_none(fields.get("started_at_ms")),
+        finished_at_ms=_int_or_none(fields.get("finished_at_ms")),
+        outcome=fields.get("outcome") or None,
+        summary=fields.get("summary") or None,
+        duration_ms=_int_or_none(fields.get("duration_ms")),
+        failure_code=fields.get("failure_code") or None,
     )
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None

@@ -74,6 +74,15 @@ class RedisKeys:
     def lease(self, name: str) -> str:
         return f"{self.prefix}lease:{name}"
 
+    def claims(self) -> str:
+        return f"{self.prefix}claims"
+
+    def dead_letter(self, delivery_id: str) -> str:
+        return f"{self.prefix}dead_letter:{delivery_id}"
+
+    def index_dead_letters(self) -> str:
+        return f"{self.prefix}idx:dead_letters"
+
 
 def key_catalog(keys: RedisKeys | None = None) -> list[KeySpec]:
     """The documented key layout (``docs/redis-keys.md`` is checked against it)."""
@@ -140,9 +149,27 @@ def key_catalog(keys: RedisKeys | None = None) -> list[KeySpec]:
             "malformed commands, newest first",
         ),
         KeySpec(
+            k.claims(),
+            "sorted set, score claim deadline (ms), member `delivery_id`",
+            "none",
+            "deliveries handed to a worker; recovery takes back those past their deadline",
+        ),
+        KeySpec(
+            k.dead_letter("<delivery_id>"),
+            "hash",
+            "`MAIL_ATTEMPT_TTL`",
+            "why a delivery was dead-lettered: attempts made, last outcome and summary",
+        ),
+        KeySpec(
+            k.index_dead_letters(),
+            "sorted set, score dead-letter time (ms), member `delivery_id`",
+            "members outlive expired entries; readers skip them",
+            "dead letters, newest first",
+        ),
+        KeySpec(
             k.lease("<name>"),
             "string (holder's token)",
             "lease length, renewed while held",
-            "who may run a singleton loop (`stream_poller`) right now",
+            "who may run a singleton loop (`stream_poller`, `scheduler`) right now",
         ),
     ]

@@ -9,7 +9,8 @@ from typing import Any
 
 import redis
 
-from mailcore.store.redis_store import load_lua, translate_errors
+from mailcore.store.redis_store import translate_errors
+from mailcore.store.scripts import load_lua
 
 
 class RedisLease:

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from importlib import resources
 from typing import Any, cast
 
 import redis
@@ -30,6 +29,7 @@ from mailcore.store.codec import (
     delivery_to_fields,
 )
 from mailcore.store.keys import RedisKeys
+from mailcore.store.scripts import load_lua
 
 # Errors after which Redis has either run a whole script or none of it: the
 # caller may safely retry with the same idempotency key.
@@ -40,10 +40,6 @@ _UNAVAILABLE = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
 )
-
-
-def load_lua(name: str) -> str:
-    return resources.files("mailcore.store").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 @contextmanager

@@ -1,0 +1,131 @@
+"""Execute one claimed attempt: render, start, send, record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from mailcore.domain.model import Delivery
+from mailcore.domain.states import AttemptStatus
+from mailcore.mail.mime import Sender, build_message, envelope_recipients
+from mailcore.ports import AttemptStore, ClaimedAttempt, Clock, MailProvider, StartVerdict
+from mailcore.rendering.catalog import RenderError, TemplateCatalog, render_delivery
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptReport:
+    """What one attempt did, for logs and metrics. Never carries content or secrets."""
+
+    delivery_id: str
+    attempt_no: int
+    source: str | None = None
+    template_id: str | None = None
+    skipped: str | None = None  # why nothing was done (stale or duplicate work)
+    outcome: str | None = None  # the provider's classified answer, or render_failed
+    status: str | None = None  # the delivery's status afterwards
+    attempt_status: str | None = None
+    locale_fallback_used: bool | None = None
+    duration_ms: int | None = None
+    completion_refused: str | None = None  # the claim was lost while sending
+
+
+def _secret_values(delivery: Delivery) -> list[str]:
+    return [
+        str(delivery.variables[name])
+        for name in delivery.secret_variables
+        if name in delivery.variables and str(delivery.variables[name])
+    ]
+
+
+class AttemptExecutor:
+    def __init__(
+        self,
+        store: AttemptStore,
+        catalog: TemplateCatalog,
+        provider: MailProvider,
+        sender: Sender,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._provider = provider
+        self._sender = sender
+        self._clock = clock
+
+    def close(self) -> None:
+        """End of a worker batch: let the provider close its connection."""
+        self._provider.close()
+
+    def execute(self, claim: ClaimedAttempt) -> AttemptReport:
+        claimed = self._store.read_claimed(claim)
+        if claimed is None:
+            return AttemptReport(claim.delivery_id, claim.attempt_no, skipped="delivery_missing")
+        delivery = claimed.delivery
+        report = AttemptReport(
+            claim.delivery_id, claim.attempt_no, delivery.source, delivery.template_id
+        )
+        # Cheap early exit for duplicate or stale messages; the start script
+        # makes the same checks atomically.
+        if claimed.claim_token != claim.claim_token:
+            return replace(report, skipped="claim_not_held")
+        if claimed.attempt_status is not AttemptStatus.SCHEDULED:
+            return replace(report, skipped="attempt_already_started")
+
+        try:
+            rendered = render_delivery(self._catalog, delivery)
+        except RenderError as error:
+            started = self._store.start(
+                claim, self._clock.now_ms(), rendered=False, failure_summary=str(error)
+            )
+            if started.verdict is StartVerdict.REFUSED:
+                return replace(report, skipped=started.reason)
+            return replace(report, outcome="render_failed", status="failed")
+
+        started = self._store.start(
+            claim,
+            self._clock.now_ms(),
+            rendered=True,
+            locale_fallback_used=(
+                rendered.locale_fallback_used if rendered.resolved_locale else None
+            ),
+            resolved_locale=rendered.resolved_locale,
+        )
+        if started.verdict is StartVerdict.REFUSED:
+            return replace(report, skipped=started.reason)
+        report = replace(
+            report,
+            locale_fallback_used=(
+                rendered.locale_fallback_used if rendered.resolved_locale else None
+            ),
+        )
+
+        message = build_message(
+            delivery,
+            rendered.subject,
+            rendered.text_body,
+            rendered.html_body,
+            self._sender,
+            now=datetime.fromtimestamp(self._clock.now_ms() / 1000, tz=UTC),
+        )
+        result = self._provider.send(
+            message,
+            envelope_from=self._sender.email,
+            recipients=envelope_recipients(delivery),
+            secrets=_secret_values(delivery),
+        )
+        completion = self._store.complete(
+            claim,
+            self._clock.now_ms(),
+            outcome=result.outcome,
+            attempt_status=result.attempt_status,
+            summary=result.summary,
+            duration_ms=result.duration_ms,
+        )
+        return replace(
+            report,
+            outcome=result.outcome,
+            attempt_status=result.attempt_status,
+            status=completion.status,
+            duration_ms=result.duration_ms,
+            completion_refused=completion.reason,
+        )

@@ -1,0 +1,124 @@
+"""The scheduler's loop: dispatch due attempts, take back expired claims."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from mailcore.errors import StoreUnavailable
+from mailcore.ports import AttemptStore, Clock, Lease, ScheduleStats
+from mailcore.services.dispatch import Dispatcher
+
+RECOVERY_INTERVAL_MS = 30_000
+
+
+class SchedulerObserver(Protocol):
+    def recovered(self, recoveries: list[tuple[str, str]]) -> None: ...
+
+    def schedule_stats(self, stats: ScheduleStats) -> None: ...
+
+    def store_unavailable(self, error: StoreUnavailable) -> None: ...
+
+
+@dataclass
+class SchedulerReport:
+    lease_acquired: bool = False
+    polls: int = 0
+    claimed: int = 0
+    queued: int = 0
+    released: int = 0
+    recovered: int = 0
+    store_errors: int = 0
+    stopped_because: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Scheduler:
+    """One invocation: hold the lease, poll every interval until little time is left.
+
+    Each poll claims up to ``claims_per_poll`` due attempts (more at once when
+    a backlog is found, poll after poll without sleeping) and hands them to the
+    workers; every 30 s, and at the start, expired claims are recovered.
+    """
+
+    def __init__(
+        self,
+        store: AttemptStore,
+        dispatcher: Dispatcher,
+        lease: Lease,
+        observer: SchedulerObserver,
+        clock: Clock,
+        *,
+        poll_interval_ms: int,
+        claims_per_poll: int,
+        reserve_ms: int = 3000,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._lease = lease
+        self._observer = observer
+        self._clock = clock
+        self._poll_interval_ms = poll_interval_ms
+        self._claims_per_poll = claims_per_poll
+        self._reserve_ms = reserve_ms
+        self._sleep = sleep
+
+    def run(self, time_left_ms: Callable[[], int]) -> SchedulerReport:
+        report = SchedulerReport()
+        try:
+            report.lease_acquired = self._lease.acquire()
+        except StoreUnavailable as error:
+            self._observer.store_unavailable(error)
+            report.store_errors += 1
+            report.stopped_because = "store unavailable"
+            return report
+        if not report.lease_acquired:
+            report.stopped_because = "another scheduler holds the lease"
+            return report
+        try:
+            self._loop(time_left_ms, report)
+        finally:
+            try:
+                self._lease.release()
+            except StoreUnavailable as error:
+                self._observer.store_unavailable(error)
+        return report
+
+    def _loop(self, time_left_ms: Callable[[], int], report: SchedulerReport) -> None:
+        next_recovery = 0
+        failures = 0
+        while time_left_ms() > self._reserve_ms:
+            busy = False
+            try:
+                if not self._lease.renew():
+                    report.stopped_because = "lease lost"
+                    return
+                now = self._clock.now_ms()
+                if now >= next_recovery:
+                    recoveries = self._store.recover_expired(now)
+                    report.recovered += len(recoveries)
+                    if recoveries:
+                        self._observer.recovered(recoveries)
+                    self._observer.schedule_stats(self._store.stats(now))
+                    next_recovery = now + RECOVERY_INTERVAL_MS
+                result = self._dispatcher.dispatch_due(self._claims_per_poll)
+                report.polls += 1
+                report.claimed += result.claimed
+                report.queued += result.queued
+                report.released += result.released
+                busy = result.claimed == self._claims_per_poll and result.released == 0
+                failures = 0
+            except StoreUnavailable as error:
+                report.store_errors += 1
+                self._observer.store_unavailable(error)
+                failures += 1
+                self._sleep(min(0.05 * 2**failures, 1.0))
+                continue
+            if not busy:
+                self._sleep(self._poll_interval_ms / 1000)
+        report.stopped_because = "time is up"

@@ -1,0 +1,28 @@
+-- Claim due deliveries for workers: out of the schedule, into the claims set
+-- with a token and a deadline. Candidates come from a read just before; each
+-- is re-checked here, so two claimers never claim the same delivery.
+--
+-- KEYS[1] attempt schedule   KEYS[2] claims   KEYS[3..] delivery records
+-- ARGV[1] now ms   ARGV[2] claim deadline ms
+-- ARGV[3..] per candidate: delivery id, claim token
+-- Returns {delivery_id, attempt_no, token} for each delivery claimed.
+
+local now = tonumber(ARGV[1])
+local claimed = {}
+for i = 3, #KEYS do
+  local at = 3 + 2 * (i - 3)
+  local delivery_id, token = ARGV[at], ARGV[at + 1]
+  local due = redis.call('ZSCORE', KEYS[1], delivery_id)
+  if due and tonumber(due) <= now then
+    local record = redis.call('HMGET', KEYS[i], 'status', 'attempt_count')
+    redis.call('ZREM', KEYS[1], delivery_id)
+    -- A schedule entry whose delivery is gone or no longer queued is stale:
+    -- dropping it is all there is to do.
+    if record[1] == 'queued' then
+      redis.call('ZADD', KEYS[2], ARGV[2], delivery_id)
+      redis.call('HSET', KEYS[i], 'claim_token', token, 'claim_deadline_ms', ARGV[2])
+      claimed[#claimed + 1] = {delivery_id, record[2], token}
+    end
+  end
+end
+return claimed
