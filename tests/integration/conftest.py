@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import boto3
 import pytest
 import redis
+from moto import mock_aws
 
 from mailcore.composition import build_delivery_store
 from mailcore.config import Settings
@@ -33,3 +36,22 @@ def settings(redis_server: RedisServer, redis_client: redis.Redis) -> Settings:
 @pytest.fixture
 def store(settings: Settings) -> RedisDeliveryStore:
     return build_delivery_store(settings)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's in-process AWS with the attempt queue created; yields the SQS client."""
+    for name, value in {
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("sqs", region_name="eu-west-1")
+
+
+@pytest.fixture
+def attempt_queue_url(aws: Any) -> str:
+    url: str = aws.create_queue(QueueName="mail-attempts")["QueueUrl"]
+    return url

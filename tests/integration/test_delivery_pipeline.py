@@ -1,0 +1,435 @@
+"""Claim, dispatch, attempt, retry, dead-letter and recover, against real Redis and moto SQS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+import redis
+
+from mailcore.composition import build_delivery_store, build_stream_poller
+from mailcore.config import Settings
+from mailcore.contracts.auth import LoginCodeDeliveryRequest
+from mailcore.domain.ids import UlidGenerator
+from mailcore.domain.states import AttemptStatus, DeliveryStatus, ProviderOutcome
+from mailcore.ports import ClaimedAttempt, StartVerdict
+from mailcore.providers.stub import StubProvider
+from mailcore.services.auth_intake import AuthIntake
+from mailcore.services.dispatch import Dispatcher
+from mailcore.store.keys import RedisKeys
+from mailcore.store.redis_store import RedisDeliveryStore
+from tests.support.commands import STREAM, command, publish, template_payload
+from tests.support.fakes import SMTP_MODE_ENV
+from tests.support.pipeline import Pipeline
+from tests.support.polling import RecordingObserver, until_drained
+from tests.support.redis_server import RedisServer
+
+KEYS = RedisKeys()
+MINUTE = 60_000
+MakePipeline = Callable[..., Pipeline]
+
+
+@pytest.fixture
+def pipeline_settings(redis_server: RedisServer, attempt_queue_url: str) -> Settings:
+    return Settings.from_environ(
+        {
+            "MAIL_REDIS_ADDR": redis_server.addr,
+            "MAIL_ATTEMPT_QUEUE_URL": attempt_queue_url,
+            "MAIL_STREAM_BLOCK_TIMEOUT": "100ms",
+            **SMTP_MODE_ENV,
+        }
+    )
+
+
+@pytest.fixture
+def make_pipeline(pipeline_settings: Settings, aws: Any, redis_client: redis.Redis) -> MakePipeline:
+    def make(provider: StubProvider | None = None) -> Pipeline:
+        return Pipeline(pipeline_settings, aws, provider or StubProvider())
+
+    return make
+
+
+def accept_login_code(
+    pipeline: Pipeline, *, email: str = "ada@example.com", locale: str = "en", key: str = "k-1"
+) -> str:
+    """The auth intake with its fast path, on the pipeline's clock."""
+    intake = AuthIntake(
+        build_delivery_store(pipeline.settings, pipeline.clock),
+        pipeline.clock,
+        UlidGenerator(pipeline.clock),
+        pipeline.settings.smtp_mode,
+        dispatcher=pipeline.dispatcher,
+    )
+    request = LoginCodeDeliveryRequest(email=email, code="482913", locale=locale)
+    accepted = intake.accept_login_code(request, key)
+    assert accepted.dispatched
+    return accepted.delivery_id
+
+
+def delivery(client: redis.Redis, delivery_id: str) -> dict[str, str]:
+    return cast(dict[str, str], client.hgetall(KEYS.delivery(delivery_id)))
+
+
+def attempt(client: redis.Redis, delivery_id: str, number: int) -> dict[str, str]:
+    return cast(dict[str, str], client.hgetall(KEYS.attempt(delivery_id, number)))
+
+
+def test_the_first_attempt_goes_to_a_worker_at_acceptance(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given the auth intake in smtp mode with the attempt queue
+    pipeline = make_pipeline()
+
+    # When a login code is accepted
+    delivery_id = accept_login_code(pipeline)
+
+    # Then its first attempt is already on the queue, claimed, without a scheduler tick
+    messages = pipeline.queued_messages()
+    assert [json.loads(m["Body"])["delivery_id"] for m in messages] == [delivery_id]
+    assert redis_client.zscore(KEYS.attempt_schedule(), delivery_id) is None
+    assert redis_client.zscore(KEYS.claims(), delivery_id) is not None
+    # And one worker batch sends it
+    reports = pipeline.work()
+    assert [r.status for r in reports] == ["sent"]
+    assert delivery(redis_client, delivery_id)["status"] == "sent"
+    assert attempt(redis_client, delivery_id, 1)["status"] == "provider_accepted"
+    assert redis_client.zcard(KEYS.claims()) == 0
+
+
+def test_transient_failures_follow_the_ladder_to_success(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given a provider that fails twice, temporarily
+    provider = StubProvider([ProviderOutcome.TRANSIENT_FAILURE, ProviderOutcome.TRANSIENT_FAILURE])
+    pipeline = make_pipeline(provider)
+    accepted_at = pipeline.clock.now
+    delivery_id = accept_login_code(pipeline)
+
+    # When the first attempt fails, the retry is due one minute later, not before
+    pipeline.work()
+    assert delivery(redis_client, delivery_id)["status"] == "queued"
+    assert redis_client.zscore(KEYS.attempt_schedule(), delivery_id) == accepted_at + MINUTE
+    pipeline.advance(MINUTE - 1)
+    assert pipeline.tick().claimed == 0
+    pipeline.advance(1)
+    assert pipeline.tick().claimed == 1
+    pipeline.work()
+    # And the third is due five minutes after the second failure
+    assert redis_client.zscore(KEYS.attempt_schedule(), delivery_id) == accepted_at + 6 * MINUTE
+    pipeline.advance(5 * MINUTE)
+    pipeline.tick()
+    pipeline.work()
+
+    # Then the delivery is sent on the third attempt, with the whole history kept
+    record = delivery(redis_client, delivery_id)
+    assert record["status"] == "sent"
+    assert record["attempt_count"] == "3"
+    history = [attempt(redis_client, delivery_id, n) for n in (1, 2, 3)]
+    assert [a["status"] for a in history] == [
+        "provider_rejected",
+        "provider_rejected",
+        "provider_accepted",
+    ]
+    assert [a["outcome"] for a in history] == [
+        "transient_failure",
+        "transient_failure",
+        "accepted",
+    ]
+    assert cast(int, redis_client.pttl(KEYS.delivery(delivery_id))) > 0
+    assert cast(int, redis_client.pttl(KEYS.attempt(delivery_id, 1))) > 0
+    assert len(provider.sent) == 3
+
+
+def test_an_exhausted_ladder_ends_in_a_dead_letter_with_its_entry(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    provider = StubProvider([ProviderOutcome.TRANSIENT_FAILURE] * 10)
+    pipeline = make_pipeline(provider)
+    delivery_id = accept_login_code(pipeline)
+
+    pipeline.run_ladder(rounds=3)
+
+    record = delivery(redis_client, delivery_id)
+    assert record["status"] == "dead_letter"
+    assert record["attempt_count"] == "4"
+    entry = cast(dict[str, str], redis_client.hgetall(KEYS.dead_letter(delivery_id)))
+    assert entry["attempts"] == "4"
+    assert entry["last_outcome"] == "transient_failure"
+    assert redis_client.zscore(KEYS.index_dead_letters(), delivery_id) is not None
+    assert redis_client.zscore(KEYS.index_status("dead_letter"), delivery_id) is not None
+    assert redis_client.zscore(KEYS.index_status("queued"), delivery_id) is None
+    assert redis_client.zcard(KEYS.attempt_schedule()) == 0
+    assert len(provider.sent) == 4
+
+
+def test_a_permanent_failure_ends_failed_without_retry(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    pipeline = make_pipeline(StubProvider([ProviderOutcome.PERMANENT_FAILURE]))
+    delivery_id = accept_login_code(pipeline)
+
+    pipeline.work()
+
+    assert delivery(redis_client, delivery_id)["status"] == "failed"
+    assert attempt(redis_client, delivery_id, 1)["outcome"] == "permanent_failure"
+    assert redis_client.zcard(KEYS.attempt_schedule()) == 0
+
+
+def test_suppression_settles_the_delivery_and_is_not_a_failure(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    pipeline = make_pipeline()
+    delivery_id = accept_login_code(pipeline, email="stub-suppress@example.com")
+
+    reports = pipeline.work()
+
+    assert reports[0].outcome == "suppressed"
+    assert delivery(redis_client, delivery_id)["status"] == "suppressed"
+    assert redis_client.zscore(KEYS.index_status("suppressed"), delivery_id) is not None
+
+
+@pytest.mark.parametrize(
+    ("requested", "resolved", "fallback"),
+    [("ru", "ru", "0"), ("DE", "de", "0"), ("de-AT", "de", "1"), ("pt-BR", "en", "1")],
+)
+def test_the_locale_used_and_any_fallback_are_recorded(
+    make_pipeline: MakePipeline,
+    redis_client: redis.Redis,
+    requested: str,
+    resolved: str,
+    fallback: str,
+) -> None:
+    pipeline = make_pipeline()
+    delivery_id = accept_login_code(pipeline, locale=requested)
+
+    reports = pipeline.work()
+
+    record = delivery(redis_client, delivery_id)
+    assert (record["resolved_locale"], record["locale_fallback_used"]) == (resolved, fallback)
+    assert reports[0].locale_fallback_used is (fallback == "1")
+
+
+def test_a_template_that_cannot_render_fails_the_delivery_and_sends_nothing(
+    make_pipeline: MakePipeline, redis_client: redis.Redis, store: RedisDeliveryStore
+) -> None:
+    # Given a stream-accepted template delivery missing a required variable
+    provider = StubProvider()
+    pipeline = make_pipeline(provider)
+    payload = template_payload(variables={"name": "Ada"}, secret_variables=[])
+    publish(redis_client, command(7, mode="template", payload=payload))
+    poller = build_stream_poller(pipeline.settings, RecordingObserver(), sqs_client=pipeline.sqs)
+    poller.run(until_drained(redis_client, STREAM))
+
+    # When a worker takes it
+    reports = pipeline.work()
+
+    # Then it fails for good, naming the missing variables, and nothing was sent
+    assert reports[0].outcome == "render_failed"
+    record = delivery(redis_client, "notif-000007")
+    assert record["status"] == "failed"
+    assert record["failure_code"] == "render_failed"
+    assert "reset_token" in record["last_summary"]
+    first = attempt(redis_client, "notif-000007", 1)
+    assert (first["status"], first["failure_code"]) == ("provider_rejected", "render_failed")
+    assert provider.sent == []
+
+
+def test_a_worker_that_dies_mid_attempt_is_recovered_and_its_late_completion_refused(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given a worker that started attempt 1 and then died (no outcome recorded)
+    provider = StubProvider()
+    pipeline = make_pipeline(provider)
+    delivery_id = accept_login_code(pipeline)
+    message = pipeline.queued_messages()[0]
+    dead_claim = ClaimedAttempt(**json.loads(message["Body"]))
+    started = pipeline.store.start(dead_claim, pipeline.clock.now_ms(), rendered=True)
+    assert started.verdict is StartVerdict.STARTED
+    assert delivery(redis_client, delivery_id)["status"] == "sending"
+
+    # When its claim expires (SMTP timeout + 30 s) and the scheduler recovers it
+    pipeline.advance(45_001)
+    pipeline.tick()
+
+    # Then attempt 1 timed out and attempt 2 waits one rung of the ladder
+    assert pipeline.recoveries == [(delivery_id, "retry")]
+    assert attempt(redis_client, delivery_id, 1)["status"] == "timed_out"
+    assert attempt(redis_client, delivery_id, 2)["status"] == "scheduled"
+    assert delivery(redis_client, delivery_id)["status"] == "queued"
+    # And the dead worker, coming back late, cannot record an outcome
+    late = pipeline.store.complete(
+        dead_claim,
+        pipeline.clock.now_ms(),
+        outcome=ProviderOutcome.ACCEPTED,
+        attempt_status=AttemptStatus.PROVIDER_ACCEPTED,
+        summary="250 ok",
+        duration_ms=5,
+    )
+    assert (late.completed, late.reason) == (False, "claim_not_held")
+    # Nor can SQS's redelivery of its message start anything
+    assert pipeline.executor.execute(dead_claim).skipped == "claim_not_held"
+    # And attempt 2 delivers it
+    pipeline.advance(MINUTE)
+    pipeline.tick()
+    pipeline.work()
+    assert delivery(redis_client, delivery_id)["status"] == "sent"
+    assert attempt(redis_client, delivery_id, 2)["status"] == "provider_accepted"
+
+
+def test_a_claim_whose_message_was_lost_is_due_again_without_using_a_retry(
+    make_pipeline: MakePipeline, redis_client: redis.Redis, aws: Any
+) -> None:
+    # Given a claimed first attempt whose SQS message never reached a worker
+    pipeline = make_pipeline()
+    delivery_id = accept_login_code(pipeline)
+    aws.purge_queue(QueueUrl=pipeline.queue_url)
+
+    # When the claim expires and the scheduler recovers it
+    pipeline.advance(45_001)
+    pipeline.tick()
+
+    # Then the same attempt is dispatched again at once, and sent
+    assert pipeline.recoveries == [(delivery_id, "rescheduled")]
+    pipeline.tick()
+    pipeline.work()
+    record = delivery(redis_client, delivery_id)
+    assert (record["status"], record["attempt_count"]) == ("sent", "1")
+
+
+def test_claims_the_queue_refuses_are_released_for_the_next_poll(
+    pipeline_settings: Settings, aws: Any, redis_client: redis.Redis
+) -> None:
+    # Given a queue that refuses everything
+    class RefusingQueue:
+        def send(self, claims: Any) -> list[ClaimedAttempt]:
+            return list(claims)
+
+    pipeline = Pipeline(pipeline_settings, aws, StubProvider())
+    refusing = Dispatcher(
+        pipeline.store, RefusingQueue(), pipeline.clock, pipeline_settings.claim_timeout
+    )
+    intake = AuthIntake(
+        build_delivery_store(pipeline_settings, pipeline.clock),
+        pipeline.clock,
+        UlidGenerator(pipeline.clock),
+        pipeline_settings.smtp_mode,
+        dispatcher=refusing,
+    )
+
+    # When a login code is accepted
+    accepted = intake.accept_login_code(
+        LoginCodeDeliveryRequest(email="ada@example.com", code="482913", locale="en"), "k-1"
+    )
+
+    # Then the fast path failed but the attempt is due again right away, unclaimed
+    assert not accepted.dispatched
+    assert redis_client.zcard(KEYS.claims()) == 0
+    assert redis_client.zscore(KEYS.attempt_schedule(), accepted.delivery_id) is not None
+    # And the next scheduler poll with a working queue sends it
+    pipeline.tick()
+    pipeline.work()
+    assert delivery(redis_client, accepted.delivery_id)["status"] == "sent"
+
+
+def test_a_duplicate_sqs_message_sends_once(
+    make_pipeline: MakePipeline, redis_client: redis.Redis, aws: Any
+) -> None:
+    # Given the claim's message delivered twice by SQS
+    provider = StubProvider()
+    pipeline = make_pipeline(provider)
+    delivery_id = accept_login_code(pipeline)
+    body = pipeline.queued_messages()[0]["Body"]
+    aws.send_message(QueueUrl=pipeline.queue_url, MessageBody=body)
+
+    # When workers take both
+    reports = pipeline.work()
+
+    # Then one sent it and the other skipped it (the claim is spent by then)
+    assert sorted(str(r.skipped) for r in reports) == ["None", "claim_not_held"]
+    assert len(provider.sent) == 1
+    assert delivery(redis_client, delivery_id)["status"] == "sent"
+
+
+def test_two_schedulers_never_claim_the_same_delivery(
+    make_pipeline: MakePipeline, redis_client: redis.Redis, store: RedisDeliveryStore
+) -> None:
+    # Given 30 due deliveries and two schedulers reading the same candidates
+    pipeline = make_pipeline()
+    now = pipeline.clock.now_ms()
+    for number in range(30):
+        redis_client.zadd(KEYS.attempt_schedule(), {f"d-{number}": now})
+        redis_client.hset(
+            KEYS.delivery(f"d-{number}"), mapping={"status": "queued", "attempt_count": "1"}
+        )
+    candidates = pipeline.store.due_delivery_ids(now, 100)
+
+    # When both claim them
+    first = pipeline.store.claim(candidates, now, now + 45_000)
+    second = pipeline.store.claim(candidates, now, now + 45_000)
+
+    # Then every delivery was claimed exactly once
+    assert len(first) == 30
+    assert second == []
+
+
+def test_the_scripts_refuse_a_move_the_transition_table_forbids(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given an attempt in progress whose delivery was (wrongly) marked sent meanwhile
+    pipeline = make_pipeline()
+    delivery_id = accept_login_code(pipeline)
+    claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
+    pipeline.store.start(claim, pipeline.clock.now_ms(), rendered=True)
+    redis_client.hset(KEYS.delivery(delivery_id), "status", "sent")
+
+    # When the worker records a transient failure (sent -> queued is not a move)
+    result = pipeline.store.complete(
+        claim,
+        pipeline.clock.now_ms(),
+        outcome=ProviderOutcome.TRANSIENT_FAILURE,
+        attempt_status=AttemptStatus.PROVIDER_REJECTED,
+        summary="451 later",
+        duration_ms=3,
+    )
+
+    # Then the script refuses and changes nothing
+    assert (result.completed, result.reason) == (False, "forbidden_transition")
+    assert attempt(redis_client, delivery_id, 1)["status"] == "in_progress"
+    assert redis_client.zcard(KEYS.attempt_schedule()) == 0
+
+
+def test_schedule_gauges_report_depth_and_the_oldest_due_age(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    pipeline = make_pipeline()
+    now = pipeline.clock.now_ms()
+    redis_client.zadd(KEYS.attempt_schedule(), {"a": now - 5000, "b": now + 60_000})
+
+    stats = pipeline.store.stats(now)
+
+    assert (stats.depth, stats.oldest_due_age_ms, stats.claimed) == (2, 5000, 0)
+
+
+def test_delivery_status_indexes_follow_every_move(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    pipeline = make_pipeline(StubProvider([ProviderOutcome.TRANSIENT_FAILURE]))
+    delivery_id = accept_login_code(pipeline)
+
+    pipeline.work()
+    in_queue = {
+        status: redis_client.zscore(KEYS.index_status(status), delivery_id) is not None
+        for status in DeliveryStatus
+    }
+    pipeline.advance(MINUTE)
+    pipeline.tick()
+    pipeline.work()
+    settled = {
+        status: redis_client.zscore(KEYS.index_status(status), delivery_id) is not None
+        for status in DeliveryStatus
+    }
+
+    assert [s for s, present in in_queue.items() if present] == [DeliveryStatus.QUEUED]
+    assert [s for s, present in settled.items() if present] == [DeliveryStatus.SENT]
