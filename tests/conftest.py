@@ -12,6 +12,10 @@ from tests.support.redis_server import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures that live with their support code: `smtp_server` starts real SMTP
+# servers (aiosmtpd) on local ports.
+pytest_plugins = ["tests.support.smtp_server"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

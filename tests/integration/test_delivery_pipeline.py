@@ -54,18 +54,7 @@ def make_pipeline(pipeline_settings: Settings, aws: Any, redis_client: redis.Red
 def accept_login_code(
     pipeline: Pipeline, *, email: str = "ada@example.com", locale: str = "en", key: str = "k-1"
 ) -> str:
-    """The auth intake with its fast path, on the pipeline's clock."""
-    intake = AuthIntake(
-        build_delivery_store(pipeline.settings, pipeline.clock),
-        pipeline.clock,
-        UlidGenerator(pipeline.clock),
-        pipeline.settings.smtp_mode,
-        dispatcher=pipeline.dispatcher,
-    )
-    request = LoginCodeDeliveryRequest(email=email, code="482913", locale=locale)
-    accepted = intake.accept_login_code(request, key)
-    assert accepted.dispatched
-    return accepted.delivery_id
+    return pipeline.accept_login_code(email=email, locale=locale, key=key)
 
 
 def delivery(client: redis.Redis, delivery_id: str) -> dict[str, str]:

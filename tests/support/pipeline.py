@@ -11,11 +11,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailcore.aws.sqs_queue import decode_claim
-from mailcore.composition import build_attempt_store, build_dispatcher, load_catalog, sender_of
+from mailcore.composition import (
+    build_attempt_store,
+    build_delivery_store,
+    build_dispatcher,
+    load_catalog,
+    sender_of,
+)
 from mailcore.config import Settings
+from mailcore.contracts.auth import LoginCodeDeliveryRequest
 from mailcore.domain.clock import SystemClock
+from mailcore.domain.ids import UlidGenerator
 from mailcore.ports import MailProvider
 from mailcore.services.attempts import AttemptExecutor, AttemptReport
+from mailcore.services.auth_intake import AuthIntake
 from mailcore.services.dispatch import Dispatcher, DispatchResult
 from mailcore.store.attempt_store import RedisAttemptStore
 from tests.support.fakes import FixedClock
@@ -45,6 +54,22 @@ class Pipeline:
             self.clock,
         )
         self.recoveries: list[tuple[str, str]] = []
+
+    def accept_login_code(
+        self, *, email: str = "ada@example.com", locale: str = "en", key: str = "k-1"
+    ) -> str:
+        """The auth intake with its fast path, on this pipeline's clock."""
+        intake = AuthIntake(
+            build_delivery_store(self.settings, self.clock),
+            self.clock,
+            UlidGenerator(self.clock),
+            self.settings.smtp_mode,
+            dispatcher=self.dispatcher,
+        )
+        request = LoginCodeDeliveryRequest(email=email, code="482913", locale=locale)
+        accepted = intake.accept_login_code(request, key)
+        assert accepted.dispatched
+        return accepted.delivery_id
 
     def advance(self, milliseconds: int) -> None:
         self.clock.now += milliseconds
