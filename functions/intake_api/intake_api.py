@@ -56,6 +56,7 @@ def build_app(intake: AuthIntake) -> APIGatewayRestResolver:
             template_id=AUTH_LOGIN_CODE_TEMPLATE,
             outcome=accepted.outcome,
             replayed=accepted.replayed,
+            dispatched=accepted.dispatched,
         )
         if accepted.replayed:
             metrics.add_metric(Metric.IDEMPOTENT_REPLAYS, MetricUnit.Count, 1)

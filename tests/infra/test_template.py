@@ -119,3 +119,43 @@ def test_every_function_keeps_its_logs_for_a_bounded_time() -> None:
     for properties in FUNCTIONS.values():
         group = RESOURCES[properties["LoggingConfig"]["LogGroup"]["Ref"]]
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_the_attempt_queue_has_a_dead_letter_queue_and_outlasts_the_worker() -> None:
+    queue = RESOURCES["AttemptQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["AttemptDeadLetterQueue", "Arn"]
+    }
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 3
+    worker = FUNCTIONS["AttemptWorkerFunction"]
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+
+
+def test_the_attempt_worker_reports_partial_batch_failures_with_bounded_concurrency() -> None:
+    [event] = FUNCTIONS["AttemptWorkerFunction"]["Events"].values()
+    assert event["Type"] == "SQS"
+    properties = event["Properties"]
+    assert properties["Queue"] == {"Fn::GetAtt": ["AttemptQueue", "Arn"]}
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "AttemptWorkerConcurrency"}
+    variables = GLOBAL_FUNCTION["Environment"]["Variables"]
+    assert variables["MAIL_ATTEMPT_WORKER_CONCURRENCY"] == {"Ref": "AttemptWorkerConcurrency"}
+
+
+@pytest.mark.parametrize("function", ["SchedulerFunction", "StreamPollerFunction"])
+def test_looping_functions_are_ticked_every_minute_and_outlive_the_tick(function: str) -> None:
+    properties = FUNCTIONS[function]
+    [event] = properties["Events"].values()
+    assert event["Type"] == "Schedule"
+    assert event["Properties"]["Schedule"] == "rate(1 minute)"
+    assert properties["Timeout"] > 60
+
+
+@pytest.mark.parametrize(
+    "function", ["IntakeApiFunction", "StreamPollerFunction", "SchedulerFunction"]
+)
+def test_functions_that_dispatch_attempts_may_send_to_the_queue(function: str) -> None:
+    policies = FUNCTIONS[function]["Policies"]
+    assert {
+        "SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["AttemptQueue", "QueueName"]}}
+    } in (policies)
