@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -29,8 +28,12 @@ from mailcore.contracts.auth import (
 )
 from mailcore.contracts.errors import HTTP_STATUS, ErrorBody, ErrorCode
 from mailcore.domain.model import AUTH_LOGIN_CODE_TEMPLATE, Source
-from mailcore.errors import IdempotencyConflict, StoreUnavailable
-from mailcore.http_api import describe_validation_errors, error_response, json_response
+from mailcore.http_api import (
+    COMMON_ERRORS,
+    documented_errors,
+    install_error_handlers,
+    json_response,
+)
 from mailcore.services.auth_intake import AuthIntake
 from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, Metric
 
@@ -43,7 +46,20 @@ def build_app(intake: AuthIntake) -> APIGatewayRestResolver:
     # and an event carries a login code.
     app = APIGatewayRestResolver(enable_validation=True, debug=False)
 
-    @app.post("/api/v1/internal/login-code-deliveries")
+    @app.post(
+        "/api/v1/internal/login-code-deliveries",
+        summary="Send a login code",
+        description="Durably accepts one login-code mail. `sent` means accepted into the "
+        "pipeline, not delivered. An identical replay answers the same body with "
+        "`Idempotent-Replayed: true`.",
+        responses={
+            200: {
+                "description": "Accepted (or an identical replay).",
+                "content": {"application/json": {"model": LoginCodeDeliveryResponse}},
+            },
+            **documented_errors(*COMMON_ERRORS, ErrorCode.IDEMPOTENCY_CONFLICT),
+        },
+    )
     def create_login_code_delivery(
         request: LoginCodeDeliveryRequest,
         idempotency_key: Annotated[IdempotencyKey, Header(alias=IDEMPOTENCY_KEY_HEADER)],
@@ -68,36 +84,28 @@ def build_app(intake: AuthIntake) -> APIGatewayRestResolver:
         headers = {REPLAYED_HEADER: "true"} if accepted.replayed else {}
         return json_response(200, body.model_dump(mode="json"), headers)
 
-    @app.exception_handler(RequestValidationError)
-    def invalid_request(error: RequestValidationError) -> Response[Any]:
-        message = describe_validation_errors(error.errors())
-        logger.info("request rejected", error_code=ErrorCode.INVALID_REQUEST, reason=message)
-        metrics.add_metric(Metric.REQUESTS_REJECTED, MetricUnit.Count, 1)
-        return error_response(ErrorCode.INVALID_REQUEST, message)
-
-    @app.exception_handler(IdempotencyConflict)
-    def idempotency_conflict(error: IdempotencyConflict) -> Response[Any]:
-        logger.info("idempotency conflict", error_code=ErrorCode.IDEMPOTENCY_CONFLICT)
-        metrics.add_metric(Metric.IDEMPOTENCY_CONFLICTS, MetricUnit.Count, 1)
-        return error_response(ErrorCode.IDEMPOTENCY_CONFLICT, str(error))
-
-    @app.exception_handler(StoreUnavailable)
-    def store_unavailable(error: StoreUnavailable) -> Response[Any]:
-        logger.warning("state store unavailable", reason=str(error))
-        metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)
-        return error_response(
-            ErrorCode.SERVICE_UNAVAILABLE,
-            "the mail service cannot reach its store; retry with the same Idempotency-Key",
-        )
-
-    @app.exception_handler(Exception)
-    def internal_error(error: Exception) -> Response[Any]:
-        # The type only: messages of unexpected errors may quote request data.
-        logger.error("unexpected error", error_type=type(error).__name__)
-        metrics.add_metric(Metric.INTERNAL_ERRORS, MetricUnit.Count, 1)
-        return error_response(ErrorCode.INTERNAL_ERROR, "internal error")
-
+    install_error_handlers(app, record_error)
     return app
+
+
+# Which error answers count toward which metric.
+ERROR_METRICS = {
+    ErrorCode.INVALID_REQUEST: Metric.REQUESTS_REJECTED,
+    ErrorCode.IDEMPOTENCY_CONFLICT: Metric.IDEMPOTENCY_CONFLICTS,
+    ErrorCode.SERVICE_UNAVAILABLE: Metric.STORE_UNAVAILABLE,
+    ErrorCode.INTERNAL_ERROR: Metric.INTERNAL_ERRORS,
+}
+
+
+def record_error(code: ErrorCode, message: str, error_type: str) -> None:
+    if code is ErrorCode.INTERNAL_ERROR:
+        logger.error("unexpected error", error_code=code, error_type=error_type)
+    elif code is ErrorCode.SERVICE_UNAVAILABLE:
+        logger.warning("state store unavailable", error_code=code, error_type=error_type)
+    else:
+        logger.info("request rejected", error_code=code, reason=message)
+    if code in ERROR_METRICS:
+        metrics.add_metric(ERROR_METRICS[code], MetricUnit.Count, 1)
 
 
 def reject_oversized_body(event: dict[str, Any]) -> dict[str, Any] | None:

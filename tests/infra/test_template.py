@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,14 @@ def test_functions_that_dispatch_attempts_may_send_to_the_queue(function: str) -
     assert {
         "SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["AttemptQueue", "QueueName"]}}
     } in (policies)
+
+
+def test_the_openapi_document_lists_exactly_the_routes_the_template_deploys() -> None:
+    document = json.loads((REPO_ROOT / "docs" / "openapi.json").read_text())
+    documented = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    deployed = {(p["Method"].upper(), p["Path"]) for _, _, p in api_events()}
+    assert documented == deployed

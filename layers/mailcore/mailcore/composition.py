@@ -29,6 +29,7 @@ from mailcore.rendering.catalog import TemplateCatalog, default_catalog_dir
 from mailcore.services.attempts import AttemptExecutor
 from mailcore.services.auth_intake import AuthIntake
 from mailcore.services.dispatch import Dispatcher
+from mailcore.services.operator import OperatorService
 from mailcore.services.scheduler import Scheduler, SchedulerObserver
 from mailcore.services.stream_intake import PollObserver, StreamIntake, StreamPoller
 from mailcore.store.attempt_store import RedisAttemptStore
@@ -36,6 +37,7 @@ from mailcore.store.client import build_redis_client
 from mailcore.store.command_stream import RedisCommandStream
 from mailcore.store.keys import RedisKeys
 from mailcore.store.lease import RedisLease
+from mailcore.store.queries import RedisQueries
 from mailcore.store.redis_store import RedisDeliveryStore
 
 STREAM_POLLER_LEASE = "stream_poller"
@@ -88,6 +90,18 @@ def build_auth_intake(settings: Settings, sqs_client: Any = None) -> AuthIntake:
         clock,
         UlidGenerator(clock),
         settings.smtp_mode,
+        dispatcher=build_dispatcher(settings, clock, client, sqs_client),
+    )
+
+
+def build_operator_service(settings: Settings, sqs_client: Any = None) -> OperatorService:
+    clock = SystemClock()
+    client = build_redis_client(settings)
+    return OperatorService(
+        RedisQueries(client),
+        build_delivery_store(settings, clock, client),
+        clock,
+        UlidGenerator(clock),
         dispatcher=build_dispatcher(settings, clock, client, sqs_client),
     )
 

@@ -21,3 +21,21 @@ class StoreUnavailable(Exception):
 
 class StoreInvariantBroken(Exception):
     """The store refused a write that the service believed valid (a bug, not bad input)."""
+
+
+class InvalidCursor(ValueError):
+    """A paging cursor that this service did not make."""
+
+
+class NotFound(Exception):
+    """No such delivery, attempt history or malformed command (or it has expired)."""
+
+
+class NotResendable(Exception):
+    """Only settled deliveries (sent, suppressed, failed, dead_letter) can be resent."""
+
+    def __init__(self, delivery_id: str, status: str) -> None:
+        super().__init__(
+            f"delivery {delivery_id} is {status}; only sent, suppressed, failed and "
+            "dead_letter deliveries can be resent"
+        )

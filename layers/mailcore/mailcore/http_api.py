@@ -6,12 +6,27 @@ Shared by every API function so that each answers errors the same way:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from mailcore.contracts.errors import HTTP_STATUS, ErrorBody, ErrorCode
+from mailcore.errors import (
+    IdempotencyConflict,
+    InvalidCursor,
+    NotFound,
+    NotResendable,
+    StoreUnavailable,
+)
+
+# Told of every error answer (code, message, exception type), for logs and metrics.
+ErrorListener = Callable[[ErrorCode, str, str], None]
+UNAVAILABLE_MESSAGE = (
+    "the mail service cannot reach its store; retry (with the same Idempotency-Key)"
+)
 
 
 def json_response(
@@ -27,6 +42,23 @@ def json_response(
 
 def error_response(code: ErrorCode, message: str) -> Response[Any]:
     return json_response(HTTP_STATUS[code], ErrorBody.of(code, message).model_dump(mode="json"))
+
+
+def documented_errors(*codes: ErrorCode) -> dict[int, OpenAPIResponse]:
+    """OpenAPI `responses` entries for the error answers a route can give."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(HTTP_STATUS[code], []).append(code.value)
+    return {
+        status: {
+            "description": "error: " + ", ".join(names),
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+        for status, names in by_status.items()
+    }
+
+
+COMMON_ERRORS = (ErrorCode.INVALID_REQUEST, ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.INTERNAL_ERROR)
 
 
 def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
@@ -61,3 +93,43 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
 
 def _message(error: Mapping[str, Any]) -> str:
     return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+
+
+def install_error_handlers(app: APIGatewayRestResolver, listener: ErrorListener) -> None:
+    """Answer every failure the same way in every API function.
+
+    Messages of unexpected errors are never shown or logged: they may quote
+    request data, and a request may carry a login code.
+    """
+
+    def answer(code: ErrorCode, message: str, error: Exception) -> Response[Any]:
+        listener(code, message, type(error).__name__)
+        return error_response(code, message)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(error: RequestValidationError) -> Response[Any]:
+        return answer(ErrorCode.INVALID_REQUEST, describe_validation_errors(error.errors()), error)
+
+    @app.exception_handler(InvalidCursor)
+    def invalid_cursor(error: InvalidCursor) -> Response[Any]:
+        return answer(ErrorCode.INVALID_REQUEST, str(error), error)
+
+    @app.exception_handler(NotFound)
+    def not_found(error: NotFound) -> Response[Any]:
+        return answer(ErrorCode.NOT_FOUND, str(error), error)
+
+    @app.exception_handler(NotResendable)
+    def not_resendable(error: NotResendable) -> Response[Any]:
+        return answer(ErrorCode.NOT_RESENDABLE, str(error), error)
+
+    @app.exception_handler(IdempotencyConflict)
+    def idempotency_conflict(error: IdempotencyConflict) -> Response[Any]:
+        return answer(ErrorCode.IDEMPOTENCY_CONFLICT, str(error), error)
+
+    @app.exception_handler(StoreUnavailable)
+    def store_unavailable(error: StoreUnavailable) -> Response[Any]:
+        return answer(ErrorCode.SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, error)
+
+    @app.exception_handler(Exception)
+    def internal_error(error: Exception) -> Response[Any]:
+        return answer(ErrorCode.INTERNAL_ERROR, "internal error", error)

@@ -29,11 +29,15 @@ __all__ = [
     "Clock",
     "CommandStream",
     "CompletionResult",
+    "DeadLetter",
+    "DeliveryFilters",
+    "DeliveryQueries",
     "DeliveryReader",
     "EntryVerdict",
     "IdGenerator",
     "Lease",
     "MailProvider",
+    "Page",
     "PendingDelivery",
     "ScheduleStats",
     "SendResult",
@@ -281,3 +285,46 @@ class AttemptStore(Protocol):
     def recover_expired(self, now_ms: int, limit: int = ...) -> list[tuple[str, str]]: ...
 
     def stats(self, now_ms: int) -> ScheduleStats: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilters:
+    recipient: str | None = None
+    status: str | None = None
+    source: str | None = None
+    template_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page[T]:
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    delivery_id: str
+    attempts: int
+    last_outcome: str | None
+    last_summary: str | None
+    dead_lettered_at_ms: int
+    delivery: Delivery | None
+
+
+class DeliveryQueries(Protocol):
+    """Operator reads; pages cost what the page needs, not what the store holds."""
+
+    def delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    def attempts(self, delivery_id: str, attempt_count: int) -> list[Attempt]: ...
+
+    def deliveries(
+        self, filters: DeliveryFilters, limit: int, cursor: str | None
+    ) -> Page[Delivery]: ...
+
+    def malformed_command(self, stream_entry_id: str) -> dict[str, str] | None: ...
+
+    def malformed_commands(self, limit: int, cursor: str | None) -> Page[dict[str, str]]: ...
+
+    def dead_letters(self, limit: int, cursor: str | None) -> Page[DeadLetter]: ...

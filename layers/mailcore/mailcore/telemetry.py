@@ -47,6 +47,8 @@ class Metric(StrEnum):
     PROVIDER_SEND_DURATION = "ProviderSendDuration"
     CLAIMS_RECOVERED = "ClaimsRecovered"
     ATTEMPTS_DISPATCHED = "AttemptsDispatched"
+    DELIVERIES_RESENT = "DeliveriesResent"
+    OPERATOR_REQUESTS = "OperatorRequests"
     SCHEDULE_DEPTH = "AttemptScheduleDepth"
     OLDEST_SCHEDULED_AGE = "AttemptScheduleOldestAge"
 
