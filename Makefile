@@ -62,3 +62,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench-operator
+bench-operator: setup  ## time a filtered operator page with 1,000,000 stored deliveries
+	python bench/operator_page.py
