@@ -9,7 +9,8 @@ the local stack instead. It
    SAM template gives them, and
 3. serves HTTP on 127.0.0.1:3000, turning every request into the API Gateway
    REST proxy event the deployed API would send (see ``events/``) and the
-   handler's answer back into an HTTP response.
+   handler's answer back into an HTTP response: the intake, and the operator
+   API when its handler module (``functions/operator_api``) can be imported.
 
 Environment:
   MAIL_REDIS_ADDR    use this Redis (host:port) instead of starting one
@@ -39,13 +40,13 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -72,6 +73,18 @@ ENV_DEFAULTS = {
 }
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+LOGIN_CODE_RESOURCE = "/api/v1/internal/login-code-deliveries"
+# The operator API's methods, as template.yaml declares them (OperatorApiFunction).
+OPERATOR_ROUTES = (
+    ("GET", "/api/v1/internal/deliveries"),
+    ("GET", "/api/v1/internal/deliveries/{delivery_id}"),
+    ("GET", "/api/v1/internal/deliveries/{delivery_id}/attempts"),
+    ("POST", "/api/v1/internal/deliveries/{delivery_id}/resend"),
+    ("GET", "/api/v1/internal/malformed-commands"),
+    ("GET", "/api/v1/internal/malformed-commands/{stream_entry_id}"),
+    ("GET", "/api/v1/internal/dead-letters"),
+)
 
 
 # --------------------------------------------------------------------------- redis-server
@@ -186,16 +199,85 @@ def wait_for_ping(local: LocalRedis) -> bool:
 
 
 @dataclass(frozen=True)
-class Route:
-    method: str
-    resource: str  # the API Gateway resource path, as in template.yaml
-    function_name: str  # the function's logical id in template.yaml
+class LambdaFunction:
+    name: str  # the function's logical id in template.yaml
     handler: Handler
     # One Lambda execution environment handles one event at a time, and the
     # handler modules rely on that (Powertools keeps the current event and the
-    # metrics buffer in module globals). Invocations of one function are
-    # therefore serialized, as one warm environment would serialize them.
+    # metrics buffer in module globals). Invocations of one function, whatever
+    # the route, are therefore serialized, as one warm environment would be.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    # The API Gateway resource path, as in template.yaml; a ``{name}`` segment
+    # takes any one non-empty path segment and becomes a path parameter.
+    resource: str
+    function: LambdaFunction
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.resource.split("/")[1:])
+
+    @property
+    def specificity(self) -> tuple[int, ...]:
+        """Sorts literal segments before parameters, left to right, as API Gateway prefers."""
+        return tuple(1 if is_parameter(segment) else 0 for segment in self.segments)
+
+
+def is_parameter(segment: str) -> bool:
+    return segment.startswith("{") and segment.endswith("}")
+
+
+def match_resource(segments: Sequence[str], path: str) -> dict[str, str] | None:
+    """The path parameters (decoded) when ``path`` fits the resource's segments, else None."""
+    given = path.split("/")[1:]
+    if len(given) != len(segments):
+        return None
+    parameters: dict[str, str] = {}
+    for template, raw in zip(segments, given, strict=True):
+        if is_parameter(template):
+            if not raw:
+                return None
+            parameters[template[1:-1]] = unquote(raw)
+        elif raw != template:
+            return None
+    return parameters
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What the API does with one request: a route, or the methods its resource has."""
+
+    route: Route | None
+    path_parameters: dict[str, str] | None = None
+    allowed_methods: tuple[str, ...] = ()
+
+
+class RouteTable:
+    """API Gateway's routing: pick the most specific resource, then its method."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = sorted(routes, key=lambda route: route.specificity)
+
+    @property
+    def function_names(self) -> frozenset[str]:
+        return frozenset(route.function.name for route in self.routes)
+
+    def resolve(self, method: str, path: str) -> Resolution | None:
+        """None for a path no resource fits (404); no route but methods for a wrong method."""
+        for route in self.routes:
+            parameters = match_resource(route.segments, path)
+            if parameters is None:
+                continue
+            same_resource = [other for other in self.routes if other.resource == route.resource]
+            for candidate in same_resource:
+                if candidate.method == method:
+                    return Resolution(candidate, parameters or None)
+            return Resolution(None, allowed_methods=tuple(r.method for r in same_resource))
+        return None
 
 
 @dataclass(frozen=True)
@@ -235,25 +317,34 @@ def put_code_on_path() -> None:
     for folder in (
         ROOT / "layers" / "mailcore",
         ROOT / "functions" / "intake_api",
+        ROOT / "functions" / "operator_api",
         ROOT / "functions" / "stream_poller",
     ):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
 
 
-def load_routes() -> dict[tuple[str, str], Route]:
+OPERATOR_FUNCTION = "OperatorApiFunction"
+
+
+def build_routes(intake: Handler, operator: Handler | None) -> RouteTable:
+    """The API's routes: the intake's, and the operator API's when there is one."""
+    routes = [Route("POST", LOGIN_CODE_RESOURCE, LambdaFunction("IntakeApiFunction", intake))]
+    if operator is not None:
+        function = LambdaFunction(OPERATOR_FUNCTION, operator)
+        routes += [Route(method, resource, function) for method, resource in OPERATOR_ROUTES]
+    return RouteTable(routes)
+
+
+def load_routes() -> RouteTable:
     """Import the handler modules (their cold start) and map the API's routes to them."""
     intake_api = importlib.import_module("intake_api")
-
-    routes = [
-        Route(
-            "POST",
-            "/api/v1/internal/login-code-deliveries",
-            "IntakeApiFunction",
-            intake_api.handler,
-        ),
-    ]
-    return {(route.method, route.resource): route for route in routes}
+    try:
+        operator_api = importlib.import_module("operator_api")
+    except ModuleNotFoundError as error:
+        print(f"note: the operator API is not served ({error}); only the intake is", flush=True)
+        return build_routes(intake_api.handler, None)
+    return build_routes(intake_api.handler, operator_api.handler)
 
 
 @dataclass(frozen=True)
@@ -322,6 +413,7 @@ def build_event(
     resource: str,
     client_ip: str,
     protocol: str,
+    path_parameters: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The REST API (v1) proxy event API Gateway sends for this request."""
     split = urlsplit(raw_path)
@@ -361,7 +453,7 @@ def build_event(
         "multiValueHeaders": multi_headers or None,
         "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
         "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": None,
+        "pathParameters": dict(path_parameters) if path_parameters else None,
         "stageVariables": None,
         "requestContext": {
             "accountId": ACCOUNT_ID,
@@ -434,7 +526,7 @@ def answer_from_result(result: Any) -> HttpAnswer:
 class LocalApiServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], routes: dict[tuple[str, str], Route]) -> None:
+    def __init__(self, address: tuple[str, int], routes: RouteTable) -> None:
         super().__init__(address, LocalApiRequestHandler)
         self.routes = routes
 
@@ -470,10 +562,17 @@ class LocalApiRequestHandler(BaseHTTPRequestHandler):
         if body is None:
             return
         path = urlsplit(self.path).path or "/"
-        route = self.server.routes.get((self.command, path))
-        if route is None:
+        resolution = self.server.routes.resolve(self.command, path)
+        if resolution is None:
             message = f"no route for {self.command} {path}"
             self.send_answer(json_answer(404, {"error": {"code": "not_found", "message": message}}))
+            return
+        route = resolution.route
+        if route is None:
+            allowed = ", ".join(resolution.allowed_methods)
+            error = {"code": "method_not_allowed", "message": f"{path} takes {allowed} only"}
+            answer = json_answer(405, {"error": error})
+            self.send_answer(HttpAnswer(405, [*answer.headers, ("Allow", allowed)], answer.body))
             return
         event = build_event(
             method=self.command,
@@ -483,6 +582,7 @@ class LocalApiRequestHandler(BaseHTTPRequestHandler):
             resource=route.resource,
             client_ip=self.client_address[0],
             protocol=self.request_version,
+            path_parameters=resolution.path_parameters,
         )
         request_id = event["requestContext"]["requestId"]
         answer = invoke(route, event)
@@ -535,14 +635,14 @@ class LocalApiRequestHandler(BaseHTTPRequestHandler):
 
 def invoke(route: Route, event: dict[str, Any]) -> HttpAnswer:
     """Call the handler as Lambda would: one event, a fresh context, an error is a 502."""
-    with route.lock:
+    with route.function.lock:
         context = LocalLambdaContext(
-            function_name=route.function_name,
+            function_name=route.function.name,
             aws_request_id=str(uuid.uuid4()),
             deadline_monotonic=time.monotonic() + FUNCTION_TIMEOUT_S,
         )
         try:
-            result = route.handler(event, context)
+            result = route.function.handler(event, context)
         except Exception:
             # Lambda would log the traceback and API Gateway would answer 502.
             traceback.print_exc()
@@ -553,7 +653,9 @@ def invoke(route: Route, event: dict[str, Any]) -> HttpAnswer:
 # --------------------------------------------------------------------------- main
 
 
-def print_banner(redis_addr: str, data_dir: Path | None, api_url: str) -> None:
+def print_banner(
+    redis_addr: str, data_dir: Path | None, api_url: str, *, operator_api: bool
+) -> None:
     endpoint = f"{api_url}/api/v1/internal/login-code-deliveries"
     body = '{"email":"ada@example.com","code":"482913","locale":"en"}'
     lines = [
@@ -581,6 +683,18 @@ def print_banner(redis_addr: str, data_dir: Path | None, api_url: str) -> None:
         "    delivery_id demo-1 source notification payload_mode rendered \\",
         "    idempotency_key demo-1 requested_at_ms 1795338900000 \\",
         '    payload_json \'{"to":["ada@example.com"],"subject":"Hello","text_body":"Hi Ada"}\'',
+        "",
+        "or with mailctl, the operator command (.venv/bin/mailctl):",
+        f"  mailctl --api {api_url} send-test --email ada@example.com",
+    ]
+    if operator_api:
+        lines += [
+            f"  mailctl --api {api_url} deliveries list",
+            f"  mailctl --api {api_url} malformed list",
+        ]
+    else:
+        lines.append("  (the operator API is not served: functions/operator_api did not import)")
+    lines += [
         "",
         "Ctrl-C stops everything.",
         "",
@@ -665,6 +779,7 @@ def main() -> int:
             os.environ["MAIL_REDIS_ADDR"],
             local_redis.data_dir if local_redis else None,
             f"http://127.0.0.1:{api_port}",
+            operator_api=OPERATOR_FUNCTION in routes.function_names,
         )
         while not stop.wait(0.5):
             if local_redis and local_redis.process.poll() is not None:
