@@ -28,6 +28,7 @@ from mailcore.providers.stub import StubProvider
 from mailcore.rendering.catalog import TemplateCatalog, default_catalog_dir
 from mailcore.services.attempts import AttemptExecutor
 from mailcore.services.auth_intake import AuthIntake
+from mailcore.services.cleanup import IndexCleanup
 from mailcore.services.dispatch import Dispatcher
 from mailcore.services.operator import OperatorService
 from mailcore.services.scheduler import Scheduler, SchedulerObserver
@@ -35,6 +36,7 @@ from mailcore.services.stream_intake import PollObserver, StreamIntake, StreamPo
 from mailcore.store.attempt_store import RedisAttemptStore
 from mailcore.store.client import build_redis_client
 from mailcore.store.command_stream import RedisCommandStream
+from mailcore.store.index_maintenance import RedisIndexMaintenance
 from mailcore.store.keys import RedisKeys
 from mailcore.store.lease import RedisLease
 from mailcore.store.queries import RedisQueries
@@ -169,6 +171,10 @@ def build_scheduler(
         poll_interval_ms=int(interval.total_seconds() * 1000),
         claims_per_poll=settings.attempt_worker_concurrency * CLAIMS_PER_WORKER,
     )
+
+
+def build_index_cleanup(settings: Settings) -> IndexCleanup:
+    return IndexCleanup(RedisIndexMaintenance(build_redis_client(settings)))
 
 
 def load_catalog(settings: Settings) -> TemplateCatalog:

@@ -49,6 +49,7 @@ class Metric(StrEnum):
     ATTEMPTS_DISPATCHED = "AttemptsDispatched"
     DELIVERIES_RESENT = "DeliveriesResent"
     OPERATOR_REQUESTS = "OperatorRequests"
+    STALE_INDEX_MEMBERS_REMOVED = "StaleIndexMembersRemoved"
     SCHEDULE_DEPTH = "AttemptScheduleDepth"
     OLDEST_SCHEDULED_AGE = "AttemptScheduleOldestAge"
 
