@@ -66,3 +66,7 @@ clean:
 .PHONY: bench-operator
 bench-operator: setup  ## time a filtered operator page with 1,000,000 stored deliveries
 	python bench/operator_page.py
+
+.PHONY: coldstart
+coldstart: sam-build  ## each handler's init time in a fresh interpreter, and the built sizes
+	python scripts/coldstart.py

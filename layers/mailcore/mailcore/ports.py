@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from mailcore.contracts.stream import MalformedCommand
+if TYPE_CHECKING:
+    from mailcore.contracts.stream import MalformedCommand
 from mailcore.domain.clock import Clock
 from mailcore.domain.ids import IdGenerator
 from mailcore.domain.model import Attempt, Delivery

@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mailcore.errors import StoreUnavailable
 from mailcore.ports import EntryVerdict, ScheduleStats
-from mailcore.services.attempts import AttemptReport
-from mailcore.services.stream_intake import HandledEntry
+
+if TYPE_CHECKING:
+    from mailcore.services.attempts import AttemptReport
+    from mailcore.services.stream_intake import HandledEntry
 
 SERVICE_NAME = "mail"
 METRICS_NAMESPACE = "MailService"
