@@ -171,3 +171,83 @@ def test_the_openapi_document_lists_exactly_the_routes_the_template_deploys() ->
     }
     deployed = {(p["Method"].upper(), p["Path"]) for _, _, p in api_events()}
     assert documented == deployed
+
+
+ALARMS = {
+    name: resource["Properties"]
+    for name, resource in RESOURCES.items()
+    if resource["Type"] == "AWS::CloudWatch::Alarm"
+}
+
+
+def test_there_is_an_alarm_for_each_incident_the_runbook_covers() -> None:
+    metrics = {props.get("MetricName") for props in ALARMS.values()}
+    assert {
+        "ApproximateNumberOfMessagesVisible",  # attempt DLQ not empty
+        "DeadLetters",
+        "AttemptScheduleOldestAge",
+        "MalformedCommands",
+    } <= metrics
+    expressions = [
+        props
+        for props in ALARMS.values()
+        if any("Expression" in m for m in props.get("Metrics", []))
+    ]
+    lambda_metrics = {
+        m["MetricStat"]["Metric"]["MetricName"]
+        for props in expressions
+        for m in props["Metrics"]
+        if "MetricStat" in m
+    }
+    assert lambda_metrics == {"Errors", "Throttles"}
+    # every function is covered by the error and throttle alarms
+    covered = {
+        m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"]
+        for props in expressions
+        for m in props["Metrics"]
+        if "MetricStat" in m
+    }
+    assert covered == set(FUNCTIONS)
+
+
+def test_service_metric_alarms_match_what_the_code_emits() -> None:
+    from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, Metric
+
+    for props in ALARMS.values():
+        if props.get("Namespace") == METRICS_NAMESPACE:
+            assert props["MetricName"] in {m.value for m in Metric}
+            assert props["Dimensions"] == [{"Name": "service", "Value": SERVICE_NAME}]
+
+
+def test_the_oldest_scheduled_age_alarm_sits_above_the_retry_ladder() -> None:
+    from mailcore.config import Settings
+
+    ladder = Settings.from_environ({"MAIL_REDIS_ADDR": "x:1"}).retry_schedule
+    threshold_ms = ALARMS["OldestScheduledAgeAlarm"]["Threshold"]
+    assert threshold_ms > sum(step.total_seconds() for step in ladder) * 1000
+
+
+def test_only_the_attempt_worker_may_read_the_smtp_secret() -> None:
+    readers = [
+        name
+        for name, properties in FUNCTIONS.items()
+        if "SmtpPasswordSecretArn" in json.dumps(properties.get("Policies", []))
+    ]
+    assert readers == ["AttemptWorkerFunction"]
+
+
+def test_every_function_may_read_the_redis_token_and_nothing_else_broad() -> None:
+    for name, properties in FUNCTIONS.items():
+        policies = json.dumps(properties.get("Policies", []))
+        assert "RedisAuthSecretArn" in policies, name
+        # No wildcard or managed admin policies: SAM policy templates scoped to one resource.
+        assert "AdministratorAccess" not in policies
+        assert '"*"' not in policies
+
+
+def test_redis_is_either_given_or_created_as_elasticache_serverless() -> None:
+    cache = RESOURCES["Cache"]
+    assert cache["Type"] == "AWS::ElastiCache::ServerlessCache"
+    assert cache["Condition"] == "CreateCache"
+    address = GLOBAL_FUNCTION["Environment"]["Variables"]["MAIL_REDIS_ADDR"]
+    assert address["Fn::If"][0] == "CreateCache"

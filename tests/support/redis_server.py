@@ -22,13 +22,16 @@ def free_port() -> int:
 class RedisServer:
     """Starts, stops, pauses and restarts one redis-server on a loopback port."""
 
-    def __init__(self, data_dir: Path, *, durable: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *, durable: bool = False, password: str | None = None
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; `make test` installs it")
         self.binary = binary
         self.data_dir = data_dir
         self.durable = durable
+        self.password = password
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -37,7 +40,9 @@ class RedisServer:
         return f"127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, decode_responses=True
+        )
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +63,7 @@ class RedisServer:
                 "--save",
                 "",
                 *persistence,
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

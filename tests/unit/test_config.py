@@ -143,6 +143,7 @@ def test_variable_names_list_every_setting() -> None:
         "MAIL_REDIS_ADDR",
         "MAIL_REDIS_USERNAME",
         "MAIL_REDIS_PASSWORD",
+        "MAIL_REDIS_PASSWORD_SECRET_ARN",
         "MAIL_REDIS_DB",
         "MAIL_REDIS_TLS_ENABLED",
         "MAIL_REDIS_OPERATION_TIMEOUT",

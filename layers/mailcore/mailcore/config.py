@@ -106,6 +106,13 @@ class Settings(BaseModel):
         alias="MAIL_REDIS_PASSWORD",
         description="Redis AUTH password or token. Never logged.",
     )
+    redis_password_secret_arn: str | None = Field(
+        default=None,
+        pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$",
+        alias="MAIL_REDIS_PASSWORD_SECRET_ARN",
+        description="Secrets Manager secret holding the Redis AUTH token (a plain string, or "
+        'JSON {"password"}); read on each new connection through a 5-minute cache.',
+    )
     redis_db: int = Field(
         default=0,
         ge=0,
@@ -281,6 +288,8 @@ class Settings(BaseModel):
             ]
             if missing:
                 raise ValueError(f"MAIL_SMTP_MODE=smtp needs {' and '.join(missing)}")
+        if self.redis_password is not None and self.redis_password_secret_arn is not None:
+            raise ValueError("set MAIL_REDIS_PASSWORD or MAIL_REDIS_PASSWORD_SECRET_ARN, not both")
         if self.smtp_password is not None and self.smtp_password_secret_arn is not None:
             raise ValueError("set MAIL_SMTP_PASSWORD or MAIL_SMTP_PASSWORD_SECRET_ARN, not both")
         return self

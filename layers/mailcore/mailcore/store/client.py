@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import redis
 from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
 from redis.retry import Retry
 
 from mailcore.config import Settings
+
+
+class SecretTokenProvider(CredentialProvider):
+    """Redis AUTH from a secret: asked on every new connection, so a rotated
+    token is used as soon as the secret's cache lets it through."""
+
+    def __init__(self, username: str | None, password: Callable[[], str | None]) -> None:
+        self._username = username
+        self._password = password
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        token = self._password() or ""
+        return (self._username, token) if self._username else (token,)
 
 
 def build_redis_client(
@@ -24,12 +39,20 @@ def build_redis_client(
     """
     timeout = settings.redis_operation_timeout.total_seconds()
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    provider = None
+    if settings.redis_password_secret_arn:
+        from mailcore.aws.secrets import secret_password_source
+
+        provider = SecretTokenProvider(
+            settings.redis_username, secret_password_source(settings.redis_password_secret_arn)
+        )
     return redis.Redis(
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
-        username=settings.redis_username,
-        password=password,
+        username=None if provider else settings.redis_username,
+        password=None if provider else password,
+        credential_provider=provider,
         ssl=settings.redis_tls_enabled,
         socket_timeout=timeout + extra_read_time.total_seconds(),
         socket_connect_timeout=timeout,
