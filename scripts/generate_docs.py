@@ -44,6 +44,8 @@ def _default(value: object, required: bool) -> str:
         return "unset"
     if isinstance(value, timedelta):
         return f"`{format_duration(value)}`"
+    if isinstance(value, tuple) and all(isinstance(step, timedelta) for step in value):
+        return "`" + ",".join(format_duration(step) for step in value) + "`"
     if isinstance(value, SecretStr):
         return "unset"
     if isinstance(value, bool):

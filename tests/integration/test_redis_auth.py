@@ -67,3 +67,18 @@ def test_password_and_secret_together_are_refused() -> None:
                 ),
             }
         )
+
+
+def test_an_unreadable_token_is_the_store_being_unavailable(
+    protected_redis: RedisServer, aws: Any
+) -> None:
+    # Given a secret ARN that Secrets Manager does not know
+    missing = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:gone-AbCdEf"
+    settings = Settings.from_environ(
+        {"MAIL_REDIS_ADDR": protected_redis.addr, "MAIL_REDIS_PASSWORD_SECRET_ARN": missing}
+    )
+    client = build_redis_client(settings)
+
+    # Then talking to Redis fails like an outage (503 at the APIs, back-off in loops)
+    with pytest.raises(StoreUnavailable), translate_errors():
+        client.ping()

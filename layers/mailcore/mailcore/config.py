@@ -215,7 +215,8 @@ class Settings(BaseModel):
         pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$",
         alias="MAIL_SMTP_PASSWORD_SECRET_ARN",
         description="Secrets Manager secret holding the SMTP password (a plain string, or "
-        'JSON {"username", "password"}); read through a 5-minute cache.',
+        'JSON with a "password" key); read through a 5-minute cache. The user name is '
+        "MAIL_SMTP_USERNAME.",
     )
     smtp_from_email: EmailAddress | None = Field(
         default=None,

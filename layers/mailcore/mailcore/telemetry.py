@@ -49,7 +49,6 @@ class Metric(StrEnum):
     LOCALE_FALLBACKS = "LocaleFallbacks"
     PROVIDER_SEND_DURATION = "ProviderSendDuration"
     CLAIMS_RECOVERED = "ClaimsRecovered"
-    ATTEMPTS_DISPATCHED = "AttemptsDispatched"
     DELIVERIES_RESENT = "DeliveriesResent"
     OPERATOR_REQUESTS = "OperatorRequests"
     STALE_INDEX_MEMBERS_REMOVED = "StaleIndexMembersRemoved"

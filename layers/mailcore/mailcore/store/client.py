@@ -22,7 +22,14 @@ class SecretTokenProvider(CredentialProvider):
         self._password = password
 
     def get_credentials(self) -> tuple[str] | tuple[str, str]:
-        token = self._password() or ""
+        try:
+            token = self._password() or ""
+        except Exception as error:
+            # Without its token the service cannot reach its store: callers
+            # treat that like any other Redis outage (503, back off, retry).
+            raise redis.ConnectionError(
+                f"could not read the Redis token ({type(error).__name__})"
+            ) from None
         return (self._username, token) if self._username else (token,)
 
 
