@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore.aws.sqs_queue import decode_claim
 from mailcore.composition import build_attempt_executor
 from mailcore.config import load_settings
+from mailcore.errors import StoreUnavailable
 from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, AttemptTelemetry
 
 logger = Logger(service=SERVICE_NAME)
@@ -39,7 +40,13 @@ def record_handler(record: SQSRecord) -> None:
         # Not ours to fix: failing it sends it to the DLQ after maxReceiveCount.
         logger.error("attempt message is not a claim", message_id=record.message_id)
         raise
-    telemetry.record(executor.execute(claim))
+    try:
+        report = executor.execute(claim)
+    except StoreUnavailable as error:
+        # SQS redelivers this record after the visibility timeout.
+        telemetry.store_unavailable(claim, error)
+        raise
+    telemetry.record(report)
 
 
 @logger.inject_lambda_context(log_event=False)

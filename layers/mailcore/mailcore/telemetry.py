@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mailcore.errors import StoreUnavailable
-from mailcore.ports import EntryVerdict, ScheduleStats
+from mailcore.ports import ClaimedAttempt, EntryVerdict, ScheduleStats
 
 if TYPE_CHECKING:
     from mailcore.services.attempts import AttemptReport
@@ -158,6 +158,17 @@ class AttemptTelemetry:
             self._metrics.add_metric(
                 Metric.PROVIDER_SEND_DURATION, MetricUnit.Milliseconds, report.duration_ms
             )
+
+    def store_unavailable(self, claim: ClaimedAttempt, error: StoreUnavailable) -> None:
+        self._logger.warning(
+            "attempt postponed: state store unavailable",
+            extra={
+                "delivery_id": claim.delivery_id,
+                "attempt_no": claim.attempt_no,
+                "reason": str(error),
+            },
+        )
+        self._metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)
 
 
 class SchedulerTelemetry:
