@@ -15,7 +15,7 @@ export SAM_CLI_TELEMETRY := 0
 .PHONY: help setup test lint typecheck pytest sam-validate sam-build local lock clean
 
 help:
-	@echo "make local   run the pipeline locally (redis-server + the intake API on :3000)"
+	@echo "make local   run the whole pipeline locally: redis, SMTP capture, SQS (moto), API on :3000, schedules, workers"
 	@echo "make test    lint, type-check, test, validate and build the SAM bundle"
 	@echo "make lock    re-pin requirements-dev.txt from requirements-dev.in"
 
@@ -49,7 +49,7 @@ sam-build: setup
 test: lint typecheck sam-validate sam-build pytest
 
 local: setup
-	python scripts/local_stack.py
+	python -m scripts.local_stack
 
 lock:
 	rm -rf .lock-venv

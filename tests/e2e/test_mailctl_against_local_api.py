@@ -1,46 +1,34 @@
 """mailctl against the real local stack, both started the way an operator starts them.
 
-The stack is ``python scripts/local_stack.py`` (what ``make local`` runs) on a
-free port, with its own redis-server; mailctl runs as a separate process.
-Nothing is faked: the intake and operator handler modules, the stream
-poller and Redis are the real ones, in stub SMTP mode.
-
-The tests of one module share one stack. The last one stops it with SIGINT,
-as Ctrl-C would, and checks that it shuts down cleanly.
+The stack is ``python -m scripts.local_stack`` (what ``make local`` runs) on
+free ports, with its own redis-server, in stub SMTP mode (the session's
+``stub_stack``); mailctl runs as a separate process. Nothing is faked: the
+intake and operator handler modules, the stream poller and Redis are the real
+ones. How the stack stops on Ctrl-C is checked in ``test_restart.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
-import redis
 
-from tests.support.redis_server import free_port
+from tests.e2e.stack import STREAM, LocalStack, clean_environment
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STACK_START_TIMEOUT_S = 60
-STACK_STOP_TIMEOUT_S = 30
-# The stream poller runs at boot and then once a minute, blocking 2 s per read:
-# a command published while the stack runs is handled within a few seconds.
-MALFORMED_WAIT_S = 75
-BANNER_END = "Ctrl-C stops everything."
-STREAM = "mail:delivery_commands"
+# The stream poller runs from the start, blocking 200 ms per read.
+MALFORMED_WAIT_S = 10
 LOGIN_CODE = "482913"
 
 
@@ -50,84 +38,9 @@ def mailctl_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "mailctl"]
 
 
-def clean_environment() -> dict[str, str]:
-    """This environment without service settings or a mailctl default that would steer the run."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("MAIL_") and name != "LOCAL_REDIS_DIR"
-    }
-
-
-@dataclass
-class LocalStack:
-    process: subprocess.Popen[bytes]
-    api_url: str
-    redis_addr: str
-    log_path: Path
-    log_file: IO[bytes]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def redis(self) -> redis.Redis:
-        host, _, port = self.redis_addr.rpartition(":")
-        return redis.Redis(host=host, port=int(port), decode_responses=True)
-
-    def stop(self) -> int:
-        """Ctrl-C, and the exit code once it has shut down (killed if it will not)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=STACK_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log_file.close()
-        return self.process.returncode
-
-
-def start_stack(workdir: Path) -> LocalStack:
-    """Start the local stack on a free port and wait for its banner."""
-    port = free_port()
-    env = clean_environment()
-    env.update(
-        LOCAL_API_PORT=str(port),
-        LOCAL_REDIS_DIR=str(workdir / "redis"),
-        MAIL_SMTP_MODE="stub",
-        PYTHONUNBUFFERED="1",
-    )
-    # A file, not a pipe: the handlers log every request, and a pipe nobody
-    # reads would fill up and stall the stack.
-    log_path = workdir / "local_stack.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "scripts/local_stack.py"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    stack = LocalStack(process, f"http://127.0.0.1:{port}", "", log_path, log_file)
-    deadline = time.monotonic() + STACK_START_TIMEOUT_S
-    while BANNER_END not in stack.log():
-        if process.poll() is not None or time.monotonic() > deadline:
-            stack.stop()
-            pytest.fail(f"the local stack did not start; its output:\n{stack.log()}")
-        time.sleep(0.1)
-    found = re.search(r"^  redis +(\S+:\d+)", stack.log(), re.MULTILINE)
-    assert found, stack.log()
-    stack.redis_addr = found.group(1)
-    assert f"API       {stack.api_url}" in stack.log()
-    return stack
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = start_stack(tmp_path_factory.mktemp("local-stack"))
-    yield local
-    local.stop()
+def stack(stub_stack: LocalStack) -> LocalStack:
+    return stub_stack
 
 
 def mailctl(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -388,17 +301,3 @@ def test_dead_letters_list_answers(stack: LocalStack) -> None:
     # Then the answer is an empty page
     assert page == {"items": [], "next_cursor": None}
     assert succeeded(mailctl(stack, "dead-letters", "list")) == "no dead letters\n"
-
-
-# --------------------------------------------------------------------------- stopping
-
-
-def test_ctrl_c_stops_the_stack_cleanly(stack: LocalStack) -> None:
-    # When the stack gets SIGINT, as from Ctrl-C
-    code = stack.stop()
-
-    # Then it stops the poller, the HTTP server and Redis in order, and exits 0
-    log = stack.log()
-    assert code == 0, log
-    assert log.index("scheduled functions stopped") < log.index("HTTP server stopped")
-    assert log.index("HTTP server stopped") < log.index("redis-server stopped")

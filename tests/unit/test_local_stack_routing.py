@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
-from scripts.local_stack import (
+from scripts.local_stack.http_api import (
     LOGIN_CODE_RESOURCE,
     OPERATOR_FUNCTION,
     OPERATOR_ROUTES,
