@@ -10,6 +10,7 @@ from typing import Protocol
 from mailcore.errors import StoreUnavailable
 from mailcore.ports import AttemptStore, Clock, Lease, ScheduleStats
 from mailcore.services.dispatch import Dispatcher
+from mailcore.services.leased import run_under_lease
 
 RECOVERY_INTERVAL_MS = 30_000
 
@@ -69,25 +70,13 @@ class Scheduler:
         self._sleep = sleep
 
     def run(self, time_left_ms: Callable[[], int]) -> SchedulerReport:
-        report = SchedulerReport()
-        try:
-            report.lease_acquired = self._lease.acquire()
-        except StoreUnavailable as error:
-            self._observer.store_unavailable(error)
-            report.store_errors += 1
-            report.stopped_because = "store unavailable"
-            return report
-        if not report.lease_acquired:
-            report.stopped_because = "another scheduler holds the lease"
-            return report
-        try:
-            self._loop(time_left_ms, report)
-        finally:
-            try:
-                self._lease.release()
-            except StoreUnavailable as error:
-                self._observer.store_unavailable(error)
-        return report
+        return run_under_lease(
+            self._lease,
+            self._observer,
+            SchedulerReport(),
+            lambda report: self._loop(time_left_ms, report),
+            holder="scheduler",
+        )
 
     def _loop(self, time_left_ms: Callable[[], int], report: SchedulerReport) -> None:
         next_recovery = 0

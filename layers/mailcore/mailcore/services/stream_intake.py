@@ -39,6 +39,7 @@ from mailcore.ports import (
     StreamEntryResult,
 )
 from mailcore.services.dispatch import Dispatcher
+from mailcore.services.leased import run_under_lease
 
 # Refusals the store decides (they depend on what is already stored).
 STORE_FAILURE_MESSAGES = {
@@ -268,26 +269,13 @@ class StreamPoller:
 
     def run(self, time_left_ms: Callable[[], int]) -> PollReport:
         """Consume until less than the block timeout plus a reserve is left."""
-        report = PollReport()
-        try:
-            report.lease_acquired = self._lease.acquire()
-        except StoreUnavailable as error:
-            self._observer.store_unavailable(error)
-            report.store_errors += 1
-            report.stopped_because = "store unavailable"
-            return report
-        if not report.lease_acquired:
-            report.stopped_because = "another poller holds the lease"
-            return report
-        try:
-            self._loop(time_left_ms, report)
-        finally:
-            try:
-                self._lease.release()
-            except StoreUnavailable as error:
-                # It expires on its own; the next poller only waits that long.
-                self._observer.store_unavailable(error)
-        return report
+        return run_under_lease(
+            self._lease,
+            self._observer,
+            PollReport(),
+            lambda report: self._loop(time_left_ms, report),
+            holder="poller",
+        )
 
     def _loop(self, time_left_ms: Callable[[], int], report: PollReport) -> None:
         offset: str | None = None
