@@ -422,3 +422,57 @@ def test_delivery_status_indexes_follow_every_move(
 
     assert [s for s, present in in_queue.items() if present] == [DeliveryStatus.QUEUED]
     assert [s for s, present in settled.items() if present] == [DeliveryStatus.SENT]
+
+
+def test_an_attempt_that_keeps_dying_before_it_starts_is_ended_by_the_ladder(
+    make_pipeline: MakePipeline, redis_client: redis.Redis, aws: Any
+) -> None:
+    # Given a delivery whose claimed attempt never starts (every message is lost)
+    pipeline = make_pipeline()
+    delivery_id = accept_login_code(pipeline)
+
+    # When that happens five times in a row
+    for _ in range(5):
+        for message in pipeline.queued_messages():
+            aws.delete_message(QueueUrl=pipeline.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        pipeline.advance(45_001)
+        pipeline.tick()
+    outcomes = [what for _, what in pipeline.recoveries]
+
+    # Then the first four are re-queued at once, and the fifth counts as a timed-out attempt
+    assert outcomes == ["rescheduled"] * 4 + ["retry"]
+    first = attempt(redis_client, delivery_id, 1)
+    assert (first["status"], first["outcome"]) == ("timed_out", "transient_failure")
+    assert "never started" in first["summary"]
+    assert attempt(redis_client, delivery_id, 2)["status"] == "scheduled"
+    assert delivery(redis_client, delivery_id)["status"] == "queued"
+
+
+def test_starting_a_send_gives_it_a_full_claim_period(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given a claim whose worker only gets to it 40 s later (a long batch before it)
+    pipeline = make_pipeline()
+    delivery_id = accept_login_code(pipeline)
+    claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
+    pipeline.advance(40_000)
+    assert pipeline.store.start(claim, pipeline.clock.now_ms(), rendered=True).verdict is (
+        StartVerdict.STARTED
+    )
+
+    # When the original deadline passes while it is still sending
+    pipeline.advance(10_000)
+    pipeline.tick()
+
+    # Then recovery leaves it alone, and the worker can still record its outcome
+    assert pipeline.recoveries == []
+    done = pipeline.store.complete(
+        claim,
+        pipeline.clock.now_ms(),
+        outcome=ProviderOutcome.ACCEPTED,
+        attempt_status=AttemptStatus.PROVIDER_ACCEPTED,
+        summary="250 ok",
+        duration_ms=9000,
+    )
+    assert done.completed
+    assert delivery(redis_client, delivery_id)["status"] == "sent"

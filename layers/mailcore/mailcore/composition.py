@@ -67,6 +67,7 @@ def build_attempt_store(settings: Settings, client: redis.Redis | None = None) -
         delivery_ttl=settings.delivery_ttl,
         attempt_ttl=settings.attempt_ttl,
         retry_schedule=settings.retry_schedule,
+        claim_timeout=settings.claim_timeout,
     )
 
 

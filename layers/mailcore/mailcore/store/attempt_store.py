@@ -31,6 +31,9 @@ from mailcore.store.scripts import load_lua, load_lua_with_rules
 
 # Candidates per script call: bounded so one call never blocks Redis for long.
 MAX_BATCH = 100
+# A scheduled attempt claimed this many times without a worker starting it is
+# counted as timed out (the ladder then ends it) instead of re-queued forever.
+MAX_CLAIMS_WITHOUT_START = 5
 
 
 class RedisAttemptStore:
@@ -43,6 +46,7 @@ class RedisAttemptStore:
         delivery_ttl: timedelta,
         attempt_ttl: timedelta,
         retry_schedule: Sequence[timedelta],
+        claim_timeout: timedelta = timedelta(seconds=45),
         keys: RedisKeys | None = None,
     ) -> None:
         self._client = client
@@ -50,6 +54,7 @@ class RedisAttemptStore:
         self._delivery_ttl_ms = int(delivery_ttl.total_seconds() * 1000)
         self._attempt_ttl_ms = int(attempt_ttl.total_seconds() * 1000)
         self._ladder = tuple(retry_schedule)
+        self._claim_timeout_ms = int(claim_timeout.total_seconds() * 1000)
         script: Callable[[str], Callable[..., Any]] = client.register_script
         self._claim = script(load_lua("claim.lua"))
         self._release = script(load_lua("release_claim.lua"))
@@ -141,6 +146,7 @@ class RedisAttemptStore:
             failure_summary,
             self._delivery_ttl_ms,
             self._attempt_ttl_ms,
+            now_ms + self._claim_timeout_ms,
         ]
         with translate_errors():
             reply = self._start(keys=keys, args=args)
@@ -231,7 +237,12 @@ class RedisAttemptStore:
             k.index_status(DeliveryStatus.SENDING),
             k.index_status(DeliveryStatus.DEAD_LETTER),
         ]
-        args: list[str | int] = [now_ms, self._delivery_ttl_ms, self._attempt_ttl_ms]
+        args: list[str | int] = [
+            now_ms,
+            self._delivery_ttl_ms,
+            self._attempt_ttl_ms,
+            MAX_CLAIMS_WITHOUT_START,
+        ]
         for delivery_id, count in zip(expired, attempt_counts, strict=True):
             attempt_no = int(count) if count else 0
             next_due = next_attempt_due(attempt_no, now_ms, self._ladder) if attempt_no else None

@@ -21,6 +21,9 @@ for i = 3, #KEYS do
     if record[1] == 'queued' then
       redis.call('ZADD', KEYS[2], ARGV[2], delivery_id)
       redis.call('HSET', KEYS[i], 'claim_token', token, 'claim_deadline_ms', ARGV[2])
+      -- Counts claims whose attempt never started (reset when one starts), so
+      -- recovery can stop re-queuing work that keeps dying before it begins.
+      redis.call('HINCRBY', KEYS[i], 'claims_without_start', 1)
       claimed[#claimed + 1] = {delivery_id, record[2], token}
     end
   end

@@ -8,6 +8,7 @@
 -- ARGV[4] "rendered" | "render_failed"
 -- ARGV[5] locale fallback used ("1" | "0" | "")   ARGV[6] resolved locale ("" for none)
 -- ARGV[7] failure summary (render_failed)   ARGV[8] delivery ttl ms   ARGV[9] attempt ttl ms
+-- ARGV[10] new claim deadline ms: the send gets a full claim period from its start
 -- Returns {"started"} | {"failed"} | {"refused", reason}
 
 local now = tonumber(ARGV[2])
@@ -29,7 +30,10 @@ if ARGV[4] == 'rendered' then
     return {'refused', 'forbidden_transition'}
   end
   redis.call('HSET', KEYS[2], 'status', 'in_progress', 'started_at_ms', ARGV[2])
-  local fields = {'status', 'sending', 'updated_at_ms', ARGV[2], 'rendered_at_ms', ARGV[2]}
+  redis.call('ZADD', KEYS[3], ARGV[10], d[6])
+  redis.call('HDEL', KEYS[1], 'claims_without_start')
+  local fields = {'status', 'sending', 'updated_at_ms', ARGV[2], 'rendered_at_ms', ARGV[2],
+    'claim_deadline_ms', ARGV[10]}
   if ARGV[5] ~= '' then
     fields[#fields + 1] = 'locale_fallback_used'
     fields[#fields + 1] = ARGV[5]
@@ -55,7 +59,7 @@ redis.call('HSET', KEYS[2], 'status', 'provider_rejected', 'outcome', 'permanent
 redis.call('PEXPIRE', KEYS[2], ARGV[9])
 redis.call('HSET', KEYS[1], 'status', 'failed', 'updated_at_ms', ARGV[2],
   'failure_code', 'render_failed', 'last_summary', ARGV[7])
-redis.call('HDEL', KEYS[1], 'claim_token', 'claim_deadline_ms')
+redis.call('HDEL', KEYS[1], 'claim_token', 'claim_deadline_ms', 'claims_without_start')
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZREM', KEYS[3], d[6])
 reindex(KEYS[4], KEYS[5], d[5], d[6])
