@@ -63,7 +63,10 @@ lock:
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench-operator
+.PHONY: bench bench-operator
+bench: setup  ## every benchmark at full size: bench/results/latest.json and docs/performance.md
+	python bench/run_all.py
+
 bench-operator: setup  ## time a filtered operator page with 1,000,000 stored deliveries
 	python bench/operator_page.py
 

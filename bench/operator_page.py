@@ -1,6 +1,6 @@
 """Benchmark: one filtered operator page with N stored deliveries (default 1,000,000).
 
-    python bench/operator_page.py [--deliveries N] [--pages P] [--redis host:port]
+    python bench/operator_page.py [--deliveries N] [--pages P] [--redis host:port] [--json PATH]
 
 Starts its own redis-server on a free port (unless --redis is given), stores
 N deliveries with the same records and index entries acceptance writes
@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._support import add_common_arguments, percentile, redis_server, write_json
 from mailcore.domain.model import Delivery, Envelope, PayloadMode, Source
 from mailcore.domain.states import DeliveryStatus
 from mailcore.ports import DeliveryFilters
@@ -40,50 +39,6 @@ STATUSES = (
 )
 TEMPLATES = ["auth.login_code", "order.shipped", "account.password_reset", "invoice.ready"]
 T0 = 1_795_338_900_000
-
-
-@contextmanager
-def redis_server(address: str | None) -> Iterator[redis.Redis]:
-    if address:
-        host, _, port = address.rpartition(":")
-        yield redis.Redis(host=host, port=int(port), decode_responses=True)
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = tempfile.mkdtemp(prefix="mail-bench-")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            data,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, decode_responses=True)
-    try:
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield client
-    finally:
-        process.terminate()
-        process.wait()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def delivery(number: int, rng: random.Random) -> Delivery:
@@ -130,16 +85,11 @@ def load(client: redis.Redis, count: int) -> float:
     return time.perf_counter() - started
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=1_000_000)
     parser.add_argument("--pages", type=int, default=200)
-    parser.add_argument("--redis", help="use this Redis (host:port) instead of starting one")
+    add_common_arguments(parser)
     arguments = parser.parse_args()
 
     with redis_server(arguments.redis) as client:
@@ -151,6 +101,13 @@ def main() -> None:
             f"stored {arguments.deliveries:,} deliveries in {seconds:.1f}s "
             f"({used / arguments.deliveries:,.0f} bytes of Redis memory each, with indexes)"
         )
+        figures: dict[str, Any] = {
+            "deliveries": arguments.deliveries,
+            "pages": arguments.pages,
+            "load_seconds": round(seconds, 1),
+            "memory_bytes_per_delivery": round(used / arguments.deliveries),
+            "filters": {},
+        }
         queries = RedisQueries(client)
         rng = random.Random(11)
         cases: dict[str, Callable[[], DeliveryFilters]] = {
@@ -179,10 +136,15 @@ def main() -> None:
                 page = queries.deliveries(filters, 50, cursor)
                 timings.append((time.perf_counter() - started) * 1000)
                 items = max(items, len(page.items))
-            print(
-                f"{name:32} {statistics.median(timings):8.2f} "
-                f"{percentile(timings, 0.99):8.2f} {items:6d}"
-            )
+            p50, p99 = statistics.median(timings), percentile(timings, 0.99)
+            print(f"{name:32} {p50:8.2f} {p99:8.2f} {items:6d}")
+            figures["filters"][name] = {
+                "p50_ms": round(p50, 3),
+                "p99_ms": round(p99, 3),
+                "items": items,
+            }
+        figures["worst_p99_ms"] = max(f["p99_ms"] for f in figures["filters"].values())
+        write_json(arguments.json, figures)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,251 @@
+"""Run every benchmark, keep the figures, and put the table in docs/performance.md.
+
+    python bench/run_all.py            (what `make bench` runs)
+
+Each benchmark runs as its own process (its own redis-server on a free local
+port) at its full default size and writes its figures as JSON; handler init
+comes from ``scripts/coldstart.py``. The figures, with the machine they were
+measured on, go to ``bench/results/latest.json``; the results table in
+``docs/performance.md`` (between the ``bench:results`` markers) is
+regenerated with each figure next to its target from issue 8.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._support import ROOT
+
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+DOC = ROOT / "docs" / "performance.md"
+START = "<!-- bench:results:start -->"
+END = "<!-- bench:results:end -->"
+BENCHMARKS = ["auth_intake", "stream_intake", "scale", "operator_page"]
+INIT_BUDGET_MS = 250
+
+
+def run(name: str, workdir: Path) -> dict[str, Any] | None:
+    target = workdir / f"{name}.json"
+    print(f"\n== {name} ==", flush=True)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--json", str(target)],
+        cwd=ROOT,
+        check=False,
+    )
+    print(f"({name}: {time.perf_counter() - started:.0f}s)", flush=True)
+    if completed.returncode != 0 or not target.exists():
+        print(f"{name} failed with exit code {completed.returncode}", flush=True)
+        return None
+    figures: dict[str, Any] = json.loads(target.read_text())
+    return figures
+
+
+def coldstart() -> dict[str, float] | None:
+    """Per-handler init in ms, parsed from scripts/coldstart.py's table."""
+    print("\n== coldstart ==", flush=True)
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "coldstart.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(completed.stdout, end="", flush=True)
+    inits: dict[str, float] = {}
+    for line in completed.stdout.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+(?:\.\d+)?)\s+\d+\s", line)
+        if match:
+            inits[match.group(1)] = float(match.group(2))
+    if not inits:
+        print(completed.stderr, end="", file=sys.stderr)
+        return None
+    return inits
+
+
+def redis_version() -> str:
+    completed = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    )
+    match = re.search(r"v=(\S+)", completed.stdout)
+    return match.group(1) if match else completed.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "redis_server": redis_version(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+Row = tuple[str, str, str, str]  # figure, measured, target, verdict
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    table: list[Row] = []
+    auth = results.get("auth_intake")
+    if auth:
+        met = auth["requests_per_second"] >= 2500 and auth["p99_ms"] <= 1.0
+        measured = (
+            f"{auth['requests_per_second']:,.0f} req/s, p50 {auth['p50_ms']:.2f} ms, "
+            f"p99 {auth['p99_ms']:.2f} ms"
+        )
+        table.append(("auth intake, one core", measured, "≥ 2,500 req/s, p99 ≤ 1 ms", verdict(met)))
+    else:
+        table.append(("auth intake, one core", "failed", "≥ 2,500 req/s, p99 ≤ 1 ms", "—"))
+    stream = results.get("stream_intake")
+    if stream:
+        rate = stream["commands_per_second"]
+        table.append(
+            (
+                f"stream intake ({stream['commands']:,} mixed commands)",
+                f"{rate:,.0f} commands/s",
+                "≥ 10,000 commands/s",
+                verdict(rate >= 10_000),
+            )
+        )
+    else:
+        table.append(("stream intake", "failed", "≥ 10,000 commands/s", "—"))
+    table.append(
+        (
+            "end to end vs plain smtplib baseline",
+            "not measured yet",
+            "≥ 1.5\u00d7",
+            "not measured yet",
+        )
+    )
+    table.append(
+        ("accept → at sink", "not measured yet", "p50 ≤ 300 ms, p99 ≤ 1 s", "not measured yet")
+    )
+    scale = results.get("scale")
+    if scale:
+        claim = scale["claim"]
+        table.append(
+            (
+                f"claim 100 of {claim['scheduled']:,} scheduled",
+                f"p50 {claim['p50_ms']:.2f} ms, p99 {claim['p99_ms']:.2f} ms",
+                "p99 ≤ 5 ms",
+                verdict(claim["p99_ms"] <= 5),
+            )
+        )
+    else:
+        table.append(("claim 100 of 1M scheduled", "failed", "p99 ≤ 5 ms", "—"))
+    page = results.get("operator_page")
+    if page:
+        table.append(
+            (
+                f"filtered page of {page['deliveries']:,} deliveries (worst filter)",
+                f"p99 {page['worst_p99_ms']:.2f} ms",
+                "p99 ≤ 50 ms",
+                verdict(page["worst_p99_ms"] <= 50),
+            )
+        )
+    else:
+        table.append(("filtered page of 1M deliveries", "failed", "p99 ≤ 50 ms", "—"))
+    if scale:
+        memory = scale["memory"]
+        per = memory["bytes_per_delivery"]
+        table.append(
+            (
+                "Redis memory per login-code delivery",
+                f"{per:,} bytes ({per / 1024:.2f} KB)",
+                "≤ 1.5 KB",
+                verdict(per <= 1536),
+            )
+        )
+    else:
+        table.append(("Redis memory per login-code delivery", "failed", "≤ 1.5 KB", "—"))
+    inits = results.get("coldstart")
+    if inits:
+        for function, ms in sorted(inits.items()):
+            table.append(
+                (f"handler init: {function}", f"{ms:.0f} ms", "≤ 250 ms", verdict(ms <= 250))
+            )
+    else:
+        table.append(("handler init", "failed", "≤ 250 ms each", "—"))
+    return table
+
+
+def render(results: dict[str, Any], table: list[Row]) -> str:
+    box = results["machine"]
+    lines = [
+        START,
+        "",
+        f"Measured {box['date']} on {box['cpu_model']} ({box['cpu_count']} CPUs, "
+        f"{box['system']}), Python {box['python']}, redis-server {box['redis_server']}.",
+        "",
+        "| figure | measured | target | met / missed |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def update_doc(block: str) -> None:
+    text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(head + block + tail)
+
+
+def main() -> int:
+    started = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="mail-bench-") as workdir:
+        for name in BENCHMARKS:
+            results[name] = run(name, Path(workdir))
+    results["coldstart"] = coldstart()
+    results["not_measured_yet"] = ["end_to_end_vs_smtplib", "accept_to_sink_latency"]
+    results["seconds"] = round(time.perf_counter() - started)
+    table = rows(results)
+    results["table"] = [
+        {"figure": a, "measured": b, "target": c, "verdict": d.strip("*")} for a, b, c, d in table
+    ]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    update_doc(render(results, table))
+    print(f"\n{'figure':58} {'measured':44} {'target':28} verdict")
+    for a, b, c, d in table:
+        print(f"{a:58} {b:44} {c:28} {d.strip('*')}")
+    print(
+        f"\nwrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)} in {results['seconds']}s"
+    )
+    failed = [name for name in [*BENCHMARKS, "coldstart"] if results[name] is None]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
