@@ -35,7 +35,7 @@ from mailcore.http_api import (
     json_response,
 )
 from mailcore.services.auth_intake import AuthIntake
-from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, Metric
+from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, ApiErrorTelemetry, Metric
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
@@ -88,24 +88,17 @@ def build_app(intake: AuthIntake) -> APIGatewayRestResolver:
     return app
 
 
-# Which error answers count toward which metric.
-ERROR_METRICS = {
-    ErrorCode.INVALID_REQUEST: Metric.REQUESTS_REJECTED,
-    ErrorCode.IDEMPOTENCY_CONFLICT: Metric.IDEMPOTENCY_CONFLICTS,
-    ErrorCode.SERVICE_UNAVAILABLE: Metric.STORE_UNAVAILABLE,
-    ErrorCode.INTERNAL_ERROR: Metric.INTERNAL_ERRORS,
-}
-
-
-def record_error(code: ErrorCode, message: str, error_type: str) -> None:
-    if code is ErrorCode.INTERNAL_ERROR:
-        logger.error("unexpected error", error_code=code, error_type=error_type)
-    elif code is ErrorCode.SERVICE_UNAVAILABLE:
-        logger.warning("state store unavailable", error_code=code, error_type=error_type)
-    else:
-        logger.info("request rejected", error_code=code, reason=message)
-    if code in ERROR_METRICS:
-        metrics.add_metric(ERROR_METRICS[code], MetricUnit.Count, 1)
+record_error = ApiErrorTelemetry(
+    logger,
+    metrics,
+    refusal="request rejected",
+    counted={
+        ErrorCode.INVALID_REQUEST: Metric.REQUESTS_REJECTED,
+        ErrorCode.IDEMPOTENCY_CONFLICT: Metric.IDEMPOTENCY_CONFLICTS,
+        ErrorCode.SERVICE_UNAVAILABLE: Metric.STORE_UNAVAILABLE,
+        ErrorCode.INTERNAL_ERROR: Metric.INTERNAL_ERRORS,
+    },
+)
 
 
 def reject_oversized_body(event: dict[str, Any]) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ from mailcore.http_api import (
 )
 from mailcore.ports import DeliveryFilters
 from mailcore.services.operator import OperatorService
-from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, Metric
+from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, ApiErrorTelemetry, Metric
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
@@ -166,15 +166,15 @@ def build_app(operator: OperatorService) -> APIGatewayRestResolver:
     return app
 
 
-def record_error(code: ErrorCode, message: str, error_type: str) -> None:
-    if code is ErrorCode.INTERNAL_ERROR:
-        logger.error("unexpected error", error_code=code, error_type=error_type)
-        metrics.add_metric(Metric.INTERNAL_ERRORS, MetricUnit.Count, 1)
-    elif code is ErrorCode.SERVICE_UNAVAILABLE:
-        logger.warning("state store unavailable", error_code=code, error_type=error_type)
-        metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)
-    else:
-        logger.info("request refused", error_code=code, reason=message)
+record_error = ApiErrorTelemetry(
+    logger,
+    metrics,
+    refusal="request refused",
+    counted={
+        ErrorCode.SERVICE_UNAVAILABLE: Metric.STORE_UNAVAILABLE,
+        ErrorCode.INTERNAL_ERROR: Metric.INTERNAL_ERRORS,
+    },
+)
 
 
 app = build_app(build_operator_service(load_settings()))

@@ -30,7 +30,7 @@ from typing import IO, Any
 import pytest
 import redis
 
-from tests.support.redis_server import free_port
+from tests.support.network import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_START_TIMEOUT_S = 60

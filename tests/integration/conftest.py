@@ -12,6 +12,8 @@ from moto import mock_aws
 
 from mailcore.composition import build_delivery_store
 from mailcore.config import Settings
+from mailcore.store.client import build_redis_client
+from mailcore.store.queries import RedisQueries
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.redis_server import RedisServer
 
@@ -36,6 +38,12 @@ def settings(redis_server: RedisServer, redis_client: redis.Redis) -> Settings:
 @pytest.fixture
 def store(settings: Settings) -> RedisDeliveryStore:
     return build_delivery_store(settings)
+
+
+@pytest.fixture
+def queries(settings: Settings) -> RedisQueries:
+    """The operator's reads, to look at what the store wrote."""
+    return RedisQueries(build_redis_client(settings))
 
 
 @pytest.fixture

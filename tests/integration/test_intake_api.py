@@ -15,10 +15,12 @@ import redis
 
 from mailcore.config import Settings
 from mailcore.store.keys import RedisKeys
+from tests.support.api_events import body_of, header
 from tests.support.fakes import SMTP_MODE_ENV
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.network import free_port
+from tests.support.redis_server import RedisServer
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,19 +48,6 @@ def request_event(
         if key is not None:
             headers["Idempotency-Key"] = key if headers is event["headers"] else [key]
     return event
-
-
-def header(response: dict[str, Any], name: str) -> str | None:
-    for field in ("headers", "multiValueHeaders"):
-        for key, value in (response.get(field) or {}).items():
-            if key.lower() == name.lower():
-                return value[0] if isinstance(value, list) else str(value)
-    return None
-
-
-def body_of(response: dict[str, Any]) -> dict[str, Any]:
-    parsed: dict[str, Any] = json.loads(response["body"])
-    return parsed
 
 
 VALID_BODY = {"email": "ada@example.com", "code": "482913", "locale": "en"}
@@ -317,12 +306,6 @@ def test_a_redis_that_stops_answering_times_out_to_503_with_no_partial_state(
         server.stop()
 
 
-def run_in_fresh_process(
-    tmp_path: Path, environment: dict[str, str], events: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], str]:
-    return invoke_in_fresh_process("intake_api", tmp_path, environment, events)
-
-
 def test_the_login_code_appears_in_no_log_line_or_metric(
     redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
@@ -339,7 +322,8 @@ def test_the_login_code_appears_in_no_log_line_or_metric(
     body = {**VALID_BODY, "code": secret}
 
     # When requests take every path: accepted, replayed, conflicting, invalid, oversized
-    answers, printed = run_in_fresh_process(
+    answers, printed = invoke_in_fresh_process(
+        "intake_api",
         tmp_path,
         {**verbose, "MAIL_REDIS_ADDR": redis_server.addr},
         [
@@ -352,7 +336,8 @@ def test_the_login_code_appears_in_no_log_line_or_metric(
         ],
     )
     # and against a Redis that is down
-    down_answers, printed_down = run_in_fresh_process(
+    down_answers, printed_down = invoke_in_fresh_process(
+        "intake_api",
         tmp_path,
         {**verbose, "MAIL_REDIS_ADDR": f"127.0.0.1:{free_port()}"},
         [request_event(body, key="k-5")],

@@ -23,7 +23,7 @@ from scripts.local_stack.http_api import LOGIN_CODE_RESOURCE, LocalApiServer, bu
 from scripts.local_stack.lambda_runtime import LambdaFunction
 from scripts.local_stack.sam_template import QueueSpec
 from scripts.local_stack.smtp_capture import SmtpCapture
-from tests.support.redis_server import free_port
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,12 @@ from mailcore.domain.model import Attempt, Delivery, Envelope, PayloadMode, Sour
 from mailcore.domain.states import AttemptStatus, DeliveryStatus
 from mailcore.errors import StoreInvariantBroken, StoreUnavailable
 from mailcore.services.auth_intake import AuthIntake
+from mailcore.store.client import build_redis_client
 from mailcore.store.keys import RedisKeys, key_catalog
+from mailcore.store.queries import RedisQueries
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.fakes import FixedClock
-from tests.support.redis_server import free_port
+from tests.support.network import free_port
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
 KEYS = RedisKeys()
@@ -59,7 +61,7 @@ def snapshot(client: redis.Redis) -> dict[str, bytes | None]:
 
 
 def test_acceptance_stores_indexes_and_schedules_the_delivery_whole(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: RedisDeliveryStore, redis_client: redis.Redis, queries: RedisQueries
 ) -> None:
     # Given a queued delivery with a full envelope
     delivery = queued_delivery()
@@ -69,8 +71,8 @@ def test_acceptance_stores_indexes_and_schedules_the_delivery_whole(
 
     # Then it is created and reads back exactly
     assert result.created
-    assert store.get_delivery(delivery.delivery_id) == delivery
-    assert store.get_attempt(delivery.delivery_id, 1) == first_attempt(delivery)
+    assert queries.delivery(delivery.delivery_id) == delivery
+    assert queries.attempts(delivery.delivery_id, 1) == [first_attempt(delivery)]
     # And it is due now in the attempt schedule
     assert redis_client.zscore(KEYS.attempt_schedule(), delivery.delivery_id) == NOW
     # And every index holds it, scored by creation time (recipients lower-cased)
@@ -234,7 +236,7 @@ def test_an_unreachable_redis_is_reported_as_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         store.accept(delivery, first_attempt(delivery), fingerprint="f", outcome="sent")
     with pytest.raises(StoreUnavailable):
-        store.get_delivery(delivery.delivery_id)
+        RedisQueries(build_redis_client(settings)).delivery(delivery.delivery_id)
 
 
 class _ThreadSafeIds:

@@ -25,6 +25,7 @@ from mailcore.domain.states import DeliveryStatus
 from mailcore.ports import EntryVerdict, StreamEntry
 from mailcore.services.stream_intake import PollReport, StreamIntake, StreamPoller
 from mailcore.store.keys import RedisKeys
+from mailcore.store.queries import RedisQueries
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.commands import (
     LOGO_BYTES,
@@ -79,7 +80,9 @@ def malformed_record(client: redis.Redis, entry_id: str) -> dict[str, str]:
 
 
 def test_a_rendered_command_becomes_a_queued_delivery(
-    make_poller: MakePoller, redis_client: redis.Redis, store: RedisDeliveryStore
+    make_poller: MakePoller,
+    redis_client: redis.Redis,
+    queries: RedisQueries,
 ) -> None:
     # Given a rendered command with a full envelope and two attachments on the stream
     entry_id = publish(redis_client, command(1))
@@ -90,7 +93,7 @@ def test_a_rendered_command_becomes_a_queued_delivery(
 
     # Then the delivery is stored queued, whole, with its first attempt scheduled
     assert (report.accepted, report.malformed, report.duplicates) == (1, 0, 0)
-    delivery = store.get_delivery("notif-000001")
+    delivery = queries.delivery("notif-000001")
     assert delivery is not None
     assert delivery.status is DeliveryStatus.QUEUED
     assert delivery.source is Source.NOTIFICATION
@@ -120,14 +123,16 @@ def test_a_rendered_command_becomes_a_queued_delivery(
 
 
 def test_a_template_command_becomes_a_queued_delivery(
-    make_poller: MakePoller, redis_client: redis.Redis, store: RedisDeliveryStore
+    make_poller: MakePoller,
+    redis_client: redis.Redis,
+    queries: RedisQueries,
 ) -> None:
     publish(redis_client, command(2, mode="template"))
     poller, observer = make_poller()
 
     drain(poller, redis_client)
 
-    delivery = store.get_delivery("notif-000002")
+    delivery = queries.delivery("notif-000002")
     assert delivery is not None
     assert delivery.payload_mode is PayloadMode.TEMPLATE
     assert (delivery.template_id, delivery.locale) == ("account.password_reset", "de-AT")
@@ -170,7 +175,9 @@ def test_an_identical_duplicate_only_moves_the_offset(
 
 
 def test_a_mismatched_duplicate_is_recorded_malformed_and_changes_nothing_else(
-    make_poller: MakePoller, redis_client: redis.Redis, store: RedisDeliveryStore
+    make_poller: MakePoller,
+    redis_client: redis.Redis,
+    queries: RedisQueries,
 ) -> None:
     publish(redis_client, command(4))
     conflicting = publish(
@@ -184,7 +191,7 @@ def test_a_mismatched_duplicate_is_recorded_malformed_and_changes_nothing_else(
     record = malformed_record(redis_client, conflicting)
     assert record["failure_code"] == "idempotency_conflict"
     assert record["stream_entry_id"] == conflicting
-    original = store.get_delivery("notif-000004")
+    original = queries.delivery("notif-000004")
     assert original is not None
     assert original.content is not None
     assert original.content.subject == "Your invoice #42"
@@ -301,9 +308,9 @@ BAD_ENTRIES: list[tuple[str, dict[str, Any], str]] = [
 def test_a_bad_entry_becomes_a_malformed_record_and_the_poller_moves_on(
     make_poller: MakePoller,
     redis_client: redis.Redis,
-    store: RedisDeliveryStore,
     entry: dict[str, Any],
     failure_code: str,
+    queries: RedisQueries,
 ) -> None:
     # Given a bad entry followed by a good one
     bad = publish(redis_client, entry)
@@ -323,7 +330,7 @@ def test_a_bad_entry_becomes_a_malformed_record_and_the_poller_moves_on(
     assert observer.by_entry()[bad].failure_code == failure_code
     # And the good one behind it is accepted
     assert (report.accepted, report.malformed) == (1, 1)
-    assert store.get_delivery("notif-000011") is not None
+    assert queries.delivery("notif-000011") is not None
     assert count_deliveries(redis_client) == 1
     assert stored_offset(redis_client) == last_entry_id(redis_client)
 

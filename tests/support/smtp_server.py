@@ -27,7 +27,6 @@ import hmac
 import ipaddress
 import itertools
 import shutil
-import socket
 import ssl
 import tempfile
 import threading
@@ -49,6 +48,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.network import free_port
 
 __all__ = [
     "Behaviour",
@@ -106,12 +107,6 @@ class ReceivedMessage:
     message: EmailMessage  # parsed with email.policy.default
     tls: bool  # the transaction ran over TLS (STARTTLS or implicit)
     login: str | None  # the AUTH user, if the client authenticated
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:

@@ -31,7 +31,7 @@ from mailctl.client import (
     should_sign,
     sign_request,
 )
-from tests.support.redis_server import free_port
+from tests.support.network import free_port
 
 EXECUTE_API = "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/live"
 FAKE_KEYS = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)

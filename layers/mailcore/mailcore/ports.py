@@ -33,7 +33,6 @@ __all__ = [
     "DeadLetter",
     "DeliveryFilters",
     "DeliveryQueries",
-    "DeliveryReader",
     "EntryVerdict",
     "IdGenerator",
     "Lease",
@@ -76,12 +75,6 @@ class AcceptanceStore(Protocol):
         nothing, or the whole acceptance, was written, never a part.
         """
         ...
-
-
-class DeliveryReader(Protocol):
-    def get_delivery(self, delivery_id: str) -> Delivery | None: ...
-
-    def get_attempt(self, delivery_id: str, attempt_no: int) -> Attempt | None: ...
 
 
 @dataclass(frozen=True, slots=True)

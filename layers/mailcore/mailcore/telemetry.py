@@ -7,13 +7,14 @@ observer ever logs a template variable, a login code or a message body.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from mailcore.contracts.errors import ErrorCode
 from mailcore.errors import StoreUnavailable
 from mailcore.ports import ClaimedAttempt, EntryVerdict, ScheduleStats
 
@@ -72,12 +73,55 @@ _STATUS_METRICS = {
 }
 
 
-class StreamPollTelemetry:
-    """Logs every handled stream entry and counts outcomes (implements PollObserver)."""
+class ApiErrorTelemetry:
+    """Logs and counts the error answers of an API function (an ``ErrorListener``).
+
+    ``refusal`` is the log message for 4xx answers; ``counted`` says which
+    error codes increment which metric. Reasons are the validation messages,
+    which never quote a submitted value.
+    """
+
+    def __init__(
+        self,
+        logger: Logger,
+        metrics: Metrics,
+        *,
+        refusal: str,
+        counted: Mapping[ErrorCode, Metric],
+    ) -> None:
+        self._logger = logger
+        self._metrics = metrics
+        self._refusal = refusal
+        self._counted = counted
+
+    def __call__(self, code: ErrorCode, message: str, error_type: str) -> None:
+        if code is ErrorCode.INTERNAL_ERROR:
+            self._logger.error("unexpected error", error_code=code, error_type=error_type)
+        elif code is ErrorCode.SERVICE_UNAVAILABLE:
+            self._logger.warning("state store unavailable", error_code=code, error_type=error_type)
+        else:
+            self._logger.info(self._refusal, error_code=code, reason=message)
+        if code in self._counted:
+            self._metrics.add_metric(self._counted[code], MetricUnit.Count, 1)
+
+
+class _StoreTrouble:
+    """Shared by the loops' observers: a Redis outage is logged, counted and waited out."""
+
+    _logger: Logger
+    _metrics: Metrics
 
     def __init__(self, logger: Logger, metrics: Metrics) -> None:
         self._logger = logger
         self._metrics = metrics
+
+    def store_unavailable(self, error: StoreUnavailable) -> None:
+        self._logger.warning("state store unavailable; retrying", reason=str(error))
+        self._metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)
+
+
+class StreamPollTelemetry(_StoreTrouble):
+    """Logs every handled stream entry and counts outcomes (implements PollObserver)."""
 
     def entries_handled(self, handled: Sequence[HandledEntry]) -> None:
         verdicts = Counter(entry.verdict for entry in handled)
@@ -106,10 +150,6 @@ class StreamPollTelemetry:
         ):
             if verdicts[verdict]:
                 self._metrics.add_metric(metric, MetricUnit.Count, verdicts[verdict])
-
-    def store_unavailable(self, error: StoreUnavailable) -> None:
-        self._logger.warning("state store unavailable; retrying", reason=str(error))
-        self._metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)
 
 
 class AttemptTelemetry:
@@ -171,12 +211,8 @@ class AttemptTelemetry:
         self._metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)
 
 
-class SchedulerTelemetry:
+class SchedulerTelemetry(_StoreTrouble):
     """Implements SchedulerObserver: recoveries, schedule gauges, store trouble."""
-
-    def __init__(self, logger: Logger, metrics: Metrics) -> None:
-        self._logger = logger
-        self._metrics = metrics
 
     def recovered(self, recoveries: list[tuple[str, str]]) -> None:
         for delivery_id, what in recoveries:
@@ -191,7 +227,3 @@ class SchedulerTelemetry:
         self._metrics.add_metric(
             Metric.OLDEST_SCHEDULED_AGE, MetricUnit.Milliseconds, stats.oldest_due_age_ms
         )
-
-    def store_unavailable(self, error: StoreUnavailable) -> None:
-        self._logger.warning("state store unavailable; retrying", reason=str(error))
-        self._metrics.add_metric(Metric.STORE_UNAVAILABLE, MetricUnit.Count, 1)

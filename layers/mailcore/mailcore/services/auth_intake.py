@@ -17,7 +17,7 @@ from mailcore.domain.model import (
     Source,
 )
 from mailcore.domain.states import AttemptStatus, DeliveryStatus
-from mailcore.errors import IdempotencyConflict, StoreUnavailable
+from mailcore.errors import IdempotencyConflict
 from mailcore.ports import AcceptanceStore, Clock, IdGenerator
 from mailcore.services.dispatch import Dispatcher
 
@@ -100,24 +100,12 @@ class AuthIntake:
         if not result.fingerprint_matches:
             raise IdempotencyConflict(Source.AUTHSESSION)
         dispatched = False
-        if result.created and first_attempt is not None:
-            dispatched = self._dispatch_now(result.delivery_id)
+        if result.created and first_attempt is not None and self._dispatcher is not None:
+            # A login code never waits for a scheduler tick.
+            dispatched = self._dispatcher.dispatch_soon([result.delivery_id]) == 1
         return AuthAcceptance(
             delivery_id=result.delivery_id,
             outcome=AcceptanceOutcome(result.outcome),
             replayed=not result.created,
             dispatched=dispatched,
         )
-
-    def _dispatch_now(self, delivery_id: str) -> bool:
-        """Hand the first attempt to a worker at once, so a login code never waits a tick.
-
-        The delivery is already durably accepted: if this fails, the scheduler
-        finds it due in the schedule and dispatches it on its next poll.
-        """
-        if self._dispatcher is None:
-            return False
-        try:
-            return self._dispatcher.dispatch([delivery_id]).queued == 1
-        except StoreUnavailable:
-            return False

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from mailcore.errors import StoreUnavailable
 from mailcore.ports import AttemptQueue, AttemptStore, Clock
 
 
@@ -42,6 +43,18 @@ class Dispatcher:
         refused = self._queue.send(claims)
         released = self._store.release(refused, now) if refused else 0
         return DispatchResult(len(claims), len(claims) - len(refused), released)
+
+    def dispatch_soon(self, delivery_ids: Sequence[str]) -> int:
+        """The intakes' and resend's fast path: best effort, never raises.
+
+        The deliveries are already accepted and due in the schedule, so if
+        Redis fails here the scheduler dispatches them on its next poll.
+        Returns how many went to the queue.
+        """
+        try:
+            return self.dispatch(delivery_ids).queued
+        except StoreUnavailable:
+            return 0
 
     def dispatch_due(self, limit: int) -> DispatchResult:
         """Claim and queue up to ``limit`` deliveries whose attempt is due."""

@@ -3,7 +3,6 @@ letters, and resend a settled delivery as a linked clone."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from mailcore.contracts.operator import (
 )
 from mailcore.domain.model import Attempt, Delivery, Source
 from mailcore.domain.states import AttemptStatus, DeliveryStatus, is_resendable
-from mailcore.errors import IdempotencyConflict, NotFound, NotResendable, StoreUnavailable
+from mailcore.errors import IdempotencyConflict, NotFound, NotResendable
 from mailcore.ports import AcceptanceStore, Clock, DeliveryFilters, DeliveryQueries, IdGenerator
 from mailcore.services.dispatch import Dispatcher
 
@@ -141,9 +140,7 @@ class OperatorService:
         if not result.fingerprint_matches:
             raise IdempotencyConflict(Source.OPERATOR_RESEND)
         if result.created and self._dispatcher is not None:
-            # Due in the schedule either way: if this fails, the scheduler dispatches it.
-            with contextlib.suppress(StoreUnavailable):
-                self._dispatcher.dispatch([clone.delivery_id])
+            self._dispatcher.dispatch_soon([clone.delivery_id])
         return Resent(self.get_delivery(result.delivery_id), replayed=not result.created)
 
     def _delivery(self, delivery_id: str) -> Delivery:

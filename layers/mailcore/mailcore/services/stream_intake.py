@@ -9,7 +9,6 @@ shortly before its time is up.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -190,12 +189,8 @@ class StreamIntake:
         created = [
             r.delivery_id for r in results if r.verdict is EntryVerdict.CREATED and r.delivery_id
         ]
-        if self._dispatcher is None or not created:
-            return
-        # Accepted and due in the schedule either way: if Redis fails here, the
-        # scheduler dispatches them on its next poll.
-        with contextlib.suppress(StoreUnavailable):
-            self._dispatcher.dispatch(created)
+        if self._dispatcher is not None and created:
+            self._dispatcher.dispatch_soon(created)
 
     def _chunks(self, entries: Sequence[StreamEntry]) -> list[list[StreamEntry]]:
         chunks: list[list[StreamEntry]] = [[]]

@@ -23,9 +23,7 @@ from mailcore.ports import (
     StreamEntryResult,
 )
 from mailcore.store.codec import (
-    attempt_from_fields,
     attempt_to_fields,
-    delivery_from_fields,
     delivery_to_fields,
 )
 from mailcore.store.keys import RedisKeys
@@ -70,7 +68,7 @@ class _ScriptCall:
 
 
 class RedisDeliveryStore:
-    """Implements ``AcceptanceStore``, ``StreamAcceptanceStore`` and ``DeliveryReader``."""
+    """Implements ``AcceptanceStore`` and ``StreamAcceptanceStore`` (reads: ``RedisQueries``)."""
 
     def __init__(
         self,
@@ -178,23 +176,6 @@ class RedisDeliveryStore:
                 )
         return StreamBatchResult(False, new_offset, tuple(results))
 
-    # -- DeliveryReader -----------------------------------------------------------------
-
-    def get_delivery(self, delivery_id: str) -> Delivery | None:
-        with translate_errors():
-            fields = self._hgetall(self._keys.delivery(delivery_id))
-        return delivery_from_fields(fields) if fields else None
-
-    def get_attempt(self, delivery_id: str, attempt_no: int) -> Attempt | None:
-        with translate_errors():
-            fields = self._hgetall(self._keys.attempt(delivery_id, attempt_no))
-        return attempt_from_fields(fields) if fields else None
-
-    def get_malformed_command(self, stream_entry_id: str) -> dict[str, str] | None:
-        with translate_errors():
-            fields = self._hgetall(self._keys.malformed_command(stream_entry_id))
-        return fields or None
-
     # -- internals ----------------------------------------------------------------------
 
     def _add_acceptance(
@@ -273,10 +254,6 @@ class RedisDeliveryStore:
         args = ["1" if offset_key else "0", expected_offset, new_offset, call.count, *call.entries]
         with translate_errors():
             return self._accept_batch(keys=keys, args=args)
-
-    def _hgetall(self, key: str) -> dict[str, str]:
-        # The client decodes responses (build_redis_client), so keys and values are str.
-        return cast(dict[str, str], self._client.hgetall(key))
 
 
 def _ms(value: timedelta) -> int:
