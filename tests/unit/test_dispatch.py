@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ class _Queue:
         self.refuse = refuse
         self.sent: list[ClaimedAttempt] = []
 
-    def send(self, claims: list[ClaimedAttempt]) -> list[ClaimedAttempt]:
+    def send(self, claims: Sequence[ClaimedAttempt]) -> list[ClaimedAttempt]:
         self.sent += claims
         return list(claims) if self.refuse else []
 
