@@ -54,8 +54,14 @@ def test_functions_run_python_3_13_on_arm64_with_the_shared_layer() -> None:
 def test_the_layer_is_built_for_the_same_runtime_and_architecture() -> None:
     layer = RESOURCES["MailCoreLayer"]
     assert layer["Type"] == "AWS::Serverless::LayerVersion"
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
     content = REPO_ROOT / layer["Properties"]["ContentUri"]
+    recipe = (content / "Makefile").read_text()
+    assert "build-MailCoreLayer:" in recipe
+    assert "LAYER_PLATFORM ?= manylinux2014_aarch64" in recipe
+    assert "--python-version 3.13" in recipe
     assert (content / "mailcore" / "__init__.py").is_file()
     requirements = [
         line
