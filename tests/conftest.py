@@ -13,8 +13,14 @@ from tests.support.redis_server import RedisServer
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Fixtures that live with their support code: `smtp_server` starts real SMTP
-# servers (aiosmtpd) on local ports.
-pytest_plugins = ["tests.support.smtp_server"]
+# servers (aiosmtpd) on local ports; `xray_daemon` is a UDP socket standing in
+# for the X-Ray daemon; `secret_watch` fails the session when a known secret
+# shows up in any log record or captured output.
+pytest_plugins = [
+    "tests.support.smtp_server",
+    "tests.support.xray_daemon",
+    "tests.support.secret_watch",
+]
 
 
 @pytest.fixture(scope="session")

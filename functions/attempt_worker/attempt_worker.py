@@ -21,18 +21,21 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailcore.aws.sqs_queue import decode_claim
-from mailcore.composition import build_attempt_executor
+from mailcore.composition import build_attempt_executor, build_tracer
 from mailcore.config import load_settings
 from mailcore.errors import StoreUnavailable
 from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, AttemptTelemetry
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
-executor = build_attempt_executor(load_settings())
+settings = load_settings()
+tracer = build_tracer(settings)
+executor = build_attempt_executor(settings, tracing=tracer.xray)
 telemetry = AttemptTelemetry(logger, metrics)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
+@tracer.capture_method(capture_response=False, capture_error=False)
 def record_handler(record: SQSRecord) -> None:
     try:
         claim = decode_claim(record.body)
@@ -50,6 +53,7 @@ def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     try:

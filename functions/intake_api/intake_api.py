@@ -13,9 +13,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mailcore.composition import build_auth_intake
+from mailcore.composition import build_auth_intake, build_tracer
 from mailcore.config import load_settings
 from mailcore.contracts.auth import (
     IDEMPOTENCY_KEY_HEADER,
@@ -36,12 +37,13 @@ from mailcore.http_api import (
 )
 from mailcore.services.auth_intake import AuthIntake
 from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, ApiErrorTelemetry, Metric
+from mailcore.tracing import NO_TRACING, Subsegment, XRayProvider
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 
 
-def build_app(intake: AuthIntake) -> APIGatewayRestResolver:
+def build_app(intake: AuthIntake, tracing: XRayProvider = NO_TRACING) -> APIGatewayRestResolver:
     # debug=False explicitly: Powertools' debug mode would print whole events,
     # and an event carries a login code.
     app = APIGatewayRestResolver(enable_validation=True, debug=False)
@@ -64,7 +66,13 @@ def build_app(intake: AuthIntake) -> APIGatewayRestResolver:
         request: LoginCodeDeliveryRequest,
         idempotency_key: Annotated[IdempotencyKey, Header(alias=IDEMPOTENCY_KEY_HEADER)],
     ) -> Response[Any]:
-        accepted = intake.accept_login_code(request, idempotency_key)
+        with tracing.in_subsegment(Subsegment.ACCEPT_LOGIN_CODE) as segment:
+            segment.put_annotation("source", Source.AUTHSESSION)
+            segment.put_annotation("template_id", AUTH_LOGIN_CODE_TEMPLATE)
+            accepted = intake.accept_login_code(request, idempotency_key)
+            segment.put_annotation("delivery_id", accepted.delivery_id)
+            segment.put_annotation("outcome", accepted.outcome)
+            segment.put_annotation("replayed", accepted.replayed)
         logger.info(
             "login code delivery accepted",
             delivery_id=accepted.delivery_id,
@@ -101,13 +109,21 @@ record_error = ApiErrorTelemetry(
 )
 
 
-def reject_oversized_body(event: dict[str, Any]) -> dict[str, Any] | None:
-    """Refuse bodies past the contract's size before anything parses them."""
+def reject_unparsable_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Refuse bodies past the contract's size, or not JSON, before anything parses them."""
+    content_type = APIGatewayProxyEvent(event).headers.get("content-type", "").strip()
+    if content_type and not content_type.startswith("application/json"):
+        # Powertools would parse form data (or fail on other types) before validation.
+        return _rejected("not JSON", "request body must be JSON (Content-Type: application/json)")
     if len((event.get("body") or "").encode("utf-8")) <= MAX_BODY_BYTES:
         return None
+    return _rejected("body too large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+
+
+def _rejected(reason: str, message: str) -> dict[str, Any]:
     metrics.add_metric(Metric.REQUESTS_REJECTED, MetricUnit.Count, 1)
-    logger.info("request rejected", error_code=ErrorCode.INVALID_REQUEST, reason="body too large")
-    error = ErrorBody.of(ErrorCode.INVALID_REQUEST, f"request body exceeds {MAX_BODY_BYTES} bytes")
+    logger.info("request rejected", error_code=ErrorCode.INVALID_REQUEST, reason=reason)
+    error = ErrorBody.of(ErrorCode.INVALID_REQUEST, message)
     return {
         "statusCode": HTTP_STATUS[ErrorCode.INVALID_REQUEST],
         "headers": {"Content-Type": "application/json"},
@@ -116,10 +132,19 @@ def reject_oversized_body(event: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-app = build_app(build_auth_intake(load_settings()))
+settings = load_settings()
+tracer = build_tracer(settings)
+app = build_app(build_auth_intake(settings), tracer.xray)
 
 
-@logger.inject_lambda_context(log_event=False, correlation_id_path="requestContext.requestId")
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return reject_oversized_body(event) or app.resolve(event, context)
+    # The API Gateway request id, as correlation_id_path="requestContext.requestId"
+    # would set it, without a JMESPath search on every request.
+    request_context = event.get("requestContext")
+    logger.set_correlation_id(
+        request_context.get("requestId") if isinstance(request_context, dict) else None
+    )
+    return reject_unparsable_body(event) or app.resolve(event, context)

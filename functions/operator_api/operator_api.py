@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Que
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mailcore.composition import build_operator_service
+from mailcore.composition import build_operator_service, build_tracer
 from mailcore.config import load_settings
 from mailcore.contracts.auth import IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, IdempotencyKey
 from mailcore.contracts.errors import ErrorCode
@@ -34,12 +34,14 @@ from mailcore.domain.states import DeliveryStatus
 from mailcore.http_api import (
     COMMON_ERRORS,
     documented_errors,
+    documented_ok,
     install_error_handlers,
     json_response,
 )
 from mailcore.ports import DeliveryFilters
 from mailcore.services.operator import OperatorService
 from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, ApiErrorTelemetry, Metric
+from mailcore.tracing import NO_TRACING, Subsegment, XRayProvider
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
@@ -54,7 +56,9 @@ Cursor = Annotated[
 DeliveryId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
-def build_app(operator: OperatorService) -> APIGatewayRestResolver:
+def build_app(
+    operator: OperatorService, tracing: XRayProvider = NO_TRACING
+) -> APIGatewayRestResolver:
     # debug=False explicitly: Powertools' debug mode would print whole events.
     app = APIGatewayRestResolver(enable_validation=True, debug=False)
 
@@ -63,7 +67,10 @@ def build_app(operator: OperatorService) -> APIGatewayRestResolver:
         summary="List deliveries, newest first",
         description="Filters combine (all must match). Pages never skip or repeat a "
         "delivery while new ones arrive; follow `next_cursor` until it is null.",
-        responses=documented_errors(*COMMON_ERRORS),
+        responses={
+            **documented_ok(DeliveryPage, "One page of deliveries."),
+            **documented_errors(*COMMON_ERRORS),
+        },
     )
     def list_deliveries(
         recipient: Annotated[str | None, Query(max_length=254)] = None,
@@ -80,7 +87,10 @@ def build_app(operator: OperatorService) -> APIGatewayRestResolver:
     @app.get(
         f"{PREFIX}/deliveries/<delivery_id>",
         summary="One delivery",
-        responses=documented_errors(*COMMON_ERRORS, ErrorCode.NOT_FOUND),
+        responses={
+            **documented_ok(DeliveryView, "The delivery."),
+            **documented_errors(*COMMON_ERRORS, ErrorCode.NOT_FOUND),
+        },
     )
     def get_delivery(delivery_id: DeliveryId) -> DeliveryView:
         return operator.get_delivery(delivery_id)
@@ -88,7 +98,10 @@ def build_app(operator: OperatorService) -> APIGatewayRestResolver:
     @app.get(
         f"{PREFIX}/deliveries/<delivery_id>/attempts",
         summary="A delivery's attempts, oldest first",
-        responses=documented_errors(*COMMON_ERRORS, ErrorCode.NOT_FOUND),
+        responses={
+            **documented_ok(AttemptList, "The delivery's attempts."),
+            **documented_errors(*COMMON_ERRORS, ErrorCode.NOT_FOUND),
+        },
     )
     def list_attempts(delivery_id: DeliveryId) -> AttemptList:
         return operator.attempts(delivery_id)
@@ -117,7 +130,13 @@ def build_app(operator: OperatorService) -> APIGatewayRestResolver:
         delivery_id: DeliveryId,
         idempotency_key: Annotated[IdempotencyKey, Header(alias=IDEMPOTENCY_KEY_HEADER)],
     ) -> Response[Any]:
-        resent = operator.resend(delivery_id, idempotency_key)
+        with tracing.in_subsegment(Subsegment.RESEND) as segment:
+            segment.put_annotation("parent_delivery_id", delivery_id)
+            resent = operator.resend(delivery_id, idempotency_key)
+            segment.put_annotation("delivery_id", resent.clone.delivery_id)
+            segment.put_annotation("source", resent.clone.source)
+            segment.put_annotation("template_id", resent.clone.template_id)
+            segment.put_annotation("replayed", resent.replayed)
         logger.info(
             "delivery resent",
             delivery_id=resent.clone.delivery_id,
@@ -135,7 +154,10 @@ def build_app(operator: OperatorService) -> APIGatewayRestResolver:
     @app.get(
         f"{PREFIX}/malformed-commands",
         summary="Malformed stream commands, newest first",
-        responses=documented_errors(*COMMON_ERRORS),
+        responses={
+            **documented_ok(MalformedCommandPage, "One page of malformed commands."),
+            **documented_errors(*COMMON_ERRORS),
+        },
     )
     def list_malformed(
         limit: PageSize = DEFAULT_PAGE_SIZE, cursor: Cursor = None
@@ -145,7 +167,10 @@ def build_app(operator: OperatorService) -> APIGatewayRestResolver:
     @app.get(
         f"{PREFIX}/malformed-commands/<stream_entry_id>",
         summary="One malformed command",
-        responses=documented_errors(*COMMON_ERRORS, ErrorCode.NOT_FOUND),
+        responses={
+            **documented_ok(MalformedCommandView, "The malformed command."),
+            **documented_errors(*COMMON_ERRORS, ErrorCode.NOT_FOUND),
+        },
     )
     def get_malformed(
         stream_entry_id: Annotated[str, Path(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")],
@@ -155,7 +180,10 @@ def build_app(operator: OperatorService) -> APIGatewayRestResolver:
     @app.get(
         f"{PREFIX}/dead-letters",
         summary="Dead-lettered deliveries, newest first",
-        responses=documented_errors(*COMMON_ERRORS),
+        responses={
+            **documented_ok(DeadLetterPage, "One page of dead letters."),
+            **documented_errors(*COMMON_ERRORS),
+        },
     )
     def list_dead_letters(
         limit: PageSize = DEFAULT_PAGE_SIZE, cursor: Cursor = None
@@ -177,10 +205,13 @@ record_error = ApiErrorTelemetry(
 )
 
 
-app = build_app(build_operator_service(load_settings()))
+settings = load_settings()
+tracer = build_tracer(settings)
+app = build_app(build_operator_service(settings), tracer.xray)
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path="requestContext.requestId")
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(Metric.OPERATOR_REQUESTS, MetricUnit.Count, 1)

@@ -172,4 +172,24 @@ def test_variable_names_list_every_setting() -> None:
         "MAIL_ATTEMPT_QUEUE_URL",
         "MAIL_ATTEMPT_WORKER_CONCURRENCY",
         "MAIL_SCHEDULER_POLL_INTERVAL",
+        "AWS_XRAY_DAEMON_ADDRESS",
     ]
+
+
+def test_the_xray_daemon_address_lambda_sets_is_read_and_checked() -> None:
+    # Given no daemon address (outside Lambda, or tracing off), Then nothing is traced
+    assert Settings.from_environ(MINIMAL).xray_daemon_address is None
+    # Given the one Lambda sets, Then it is kept as host:port
+    settings = Settings.from_environ({**MINIMAL, "AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129:2000"})
+    assert settings.xray_daemon_address == "169.254.79.129:2000"
+    # Given a broken one, Then the cold start fails naming it
+    with pytest.raises(ConfigError, match="AWS_XRAY_DAEMON_ADDRESS must be host:port"):
+        Settings.from_environ({**MINIMAL, "AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129"})
+
+
+def test_other_aws_variables_are_not_settings() -> None:
+    settings = Settings.from_environ(
+        {**MINIMAL, "AWS_REGION": "eu-west-1", "_X_AMZN_TRACE_ID": "x"}
+    )
+    assert "AWS_REGION" not in Settings.variable_names()
+    assert settings == Settings.from_environ(MINIMAL)

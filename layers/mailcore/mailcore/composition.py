@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from mailcore.services.stream_intake import PollObserver, StreamPoller
     from mailcore.store.attempt_store import RedisAttemptStore
     from mailcore.store.redis_store import RedisDeliveryStore
+    from mailcore.tracing import LambdaTracer, XRayProvider
 
 STREAM_POLLER_LEASE = "stream_poller"
 SCHEDULER_LEASE = "scheduler"
@@ -129,9 +130,13 @@ def command_limits(settings: Settings) -> CommandLimits:
 
 
 def build_stream_poller(
-    settings: Settings, observer: PollObserver, sqs_client: Any = None
+    settings: Settings,
+    observer: PollObserver,
+    sqs_client: Any = None,
+    tracing: XRayProvider | None = None,
 ) -> StreamPoller:
     from mailcore.services.stream_intake import StreamIntake, StreamPoller
+    from mailcore.services.stream_tracing import TracedStreamIntake
     from mailcore.store.command_stream import RedisCommandStream
     from mailcore.store.keys import RedisKeys
     from mailcore.store.lease import RedisLease
@@ -139,12 +144,15 @@ def build_stream_poller(
     clock = SystemClock()
     client = build_redis_client(settings)
     store = build_delivery_store(settings, clock, client)
-    intake = StreamIntake(
-        store,
-        clock,
-        settings.redis_command_stream,
-        command_limits(settings),
-        dispatcher=build_dispatcher(settings, clock, client, sqs_client),
+    dispatcher = build_dispatcher(settings, clock, client, sqs_client)
+    limits = command_limits(settings)
+    stream_name = settings.redis_command_stream
+    intake = (
+        TracedStreamIntake(
+            store, clock, stream_name, limits, dispatcher=dispatcher, tracing=tracing
+        )
+        if tracing is not None
+        else StreamIntake(store, clock, stream_name, limits, dispatcher=dispatcher)
     )
     block = settings.stream_block_timeout
     # Blocking reads get their own client: raw bytes, and a read timeout past the block.
@@ -239,6 +247,7 @@ def build_attempt_executor(
     provider: MailProvider | None = None,
     catalog: TemplateCatalog | None = None,
     secrets_client: Any = None,
+    tracing: XRayProvider | None = None,
 ) -> AttemptExecutor:
     from mailcore.services.attempts import AttemptExecutor
 
@@ -248,7 +257,27 @@ def build_attempt_executor(
         provider or build_provider(settings, secrets_client),
         sender_of(settings),
         SystemClock(),
+        tracing=tracing,
     )
+
+
+def build_tracer(settings: Settings) -> LambdaTracer:
+    """Powertools' Tracer over our X-Ray provider (see :mod:`mailcore.tracing`).
+
+    Handlers decorate with it; ``tracer.xray`` is the provider the services
+    open their subsegments with. Without a daemon address nothing is sent.
+    """
+    from mailcore.config import current_trace_header
+    from mailcore.errors import IdempotencyConflict, InvalidCursor, NotFound, NotResendable
+    from mailcore.telemetry import SERVICE_NAME
+    from mailcore.tracing import LambdaTracer, XRayProvider
+
+    provider = XRayProvider(
+        settings.xray_daemon_address,
+        current_trace_header,
+        client_errors=(IdempotencyConflict, InvalidCursor, NotFound, NotResendable),
+    )
+    return LambdaTracer(provider, service=SERVICE_NAME)
 
 
 def sqs_client_from_environment() -> Any:

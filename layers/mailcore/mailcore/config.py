@@ -1,7 +1,8 @@
 """The service's configuration: one validated model of the ``MAIL_*`` variables.
 
 This module is the only place that reads the process environment
-(:func:`load_settings`); everything else receives a :class:`Settings`.
+(:func:`load_settings`, and :func:`current_trace_header` for the per-invocation
+trace header); everything else receives a :class:`Settings`.
 Invalid configuration raises :class:`ConfigError` at cold start, naming every
 offending variable, so a bad deploy fails loudly before it takes traffic.
 """
@@ -27,6 +28,10 @@ from pydantic import (
 
 from mailcore.contracts.fields import EmailAddress
 from mailcore.durations import parse_duration
+
+# Variables Lambda sets that the functions read as settings, besides MAIL_*.
+PLATFORM_VARIABLES = frozenset({"AWS_XRAY_DAEMON_ADDRESS"})
+TRACE_HEADER_VARIABLE = "_X_AMZN_TRACE_ID"
 
 
 class ConfigError(ValueError):
@@ -88,7 +93,10 @@ HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
 class Settings(BaseModel):
-    """Every ``MAIL_*`` setting; the alias of each field is its variable name."""
+    """Every ``MAIL_*`` setting, and the platform's X-Ray daemon address.
+
+    The alias of each field is its variable name.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -167,7 +175,10 @@ class Settings(BaseModel):
         ge=1,
         le=1000,
         alias="MAIL_STREAM_BATCH_SIZE",
-        description="Most stream entries read, and accepted in one atomic step, at a time.",
+        description=(
+            "Most stream entries read at a time; they are accepted in pipelined atomic "
+            "steps of up to 20, each moving the offset."
+        ),
     )
     max_recipients: int = Field(
         default=50,
@@ -275,6 +286,12 @@ class Settings(BaseModel):
         alias="MAIL_SCHEDULER_POLL_INTERVAL",
         description="How often the scheduler claims due attempts.",
     )
+    xray_daemon_address: HostPort | None = Field(
+        default=None,
+        alias="AWS_XRAY_DAEMON_ADDRESS",
+        description="Set by Lambda, not by us: the X-Ray daemon as host:port, where the "
+        "functions send trace subsegments over UDP. Unset sends nothing.",
+    )
 
     @model_validator(mode="after")
     def _smtp_mode_needs_a_server(self) -> Settings:
@@ -310,11 +327,11 @@ class Settings(BaseModel):
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
-        """Validate the ``MAIL_*`` entries of ``environ``; empty values count as unset."""
+        """Validate the ``MAIL_*`` (and platform) entries of ``environ``; empty ones are unset."""
         values = {
             name: value
             for name, value in environ.items()
-            if name.startswith("MAIL_") and value.strip() != ""
+            if (name.startswith("MAIL_") or name in PLATFORM_VARIABLES) and value.strip() != ""
         }
         try:
             return cls.model_validate(values)
@@ -340,3 +357,14 @@ def _describe(error: ValidationError) -> str:
 def load_settings() -> Settings:
     """Read the process environment once, at cold start."""
     return Settings.from_environ(os.environ)
+
+
+def current_trace_header() -> str | None:
+    """The X-Ray trace header of the invocation running now, if any.
+
+    ``Root=1-…;Parent=<16 hex>;Sampled=1``, from ``_X_AMZN_TRACE_ID``. This is
+    not configuration: the Lambda runtime sets it anew for every invocation,
+    so it is read each time a trace starts (by :mod:`mailcore.tracing`), never
+    kept from the cold start.
+    """
+    return os.environ.get(TRACE_HEADER_VARIABLE) or None

@@ -1,4 +1,9 @@
-"""Execute one claimed attempt: render, start, send, record."""
+"""Execute one claimed attempt: render, start, send, record.
+
+Rendering and the provider's send are each one X-Ray subsegment (``render``,
+``provider_send``), annotated with ids, the attempt number and the outcome:
+never with an address, a variable or any content.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,13 @@ from mailcore.domain.model import Delivery
 from mailcore.domain.states import AttemptStatus
 from mailcore.mail.mime import Sender, build_message, envelope_recipients
 from mailcore.ports import AttemptStore, ClaimedAttempt, Clock, MailProvider, StartVerdict
-from mailcore.rendering.catalog import RenderError, TemplateCatalog, render_delivery
+from mailcore.rendering.catalog import (
+    RenderedMessage,
+    RenderError,
+    TemplateCatalog,
+    render_delivery,
+)
+from mailcore.tracing import NO_TRACING, Segment, Subsegment, XRayProvider
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +56,14 @@ class AttemptExecutor:
         provider: MailProvider,
         sender: Sender,
         clock: Clock,
+        tracing: XRayProvider | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._provider = provider
         self._sender = sender
         self._clock = clock
+        self._tracing = tracing or NO_TRACING
 
     def close(self) -> None:
         """End of a worker batch: let the provider close its connection."""
@@ -72,7 +85,7 @@ class AttemptExecutor:
             return replace(report, skipped="attempt_already_started")
 
         try:
-            rendered = render_delivery(self._catalog, delivery)
+            rendered = self._render(claim, delivery)
         except RenderError as error:
             started = self._store.start(
                 claim, self._clock.now_ms(), rendered=False, failure_summary=str(error)
@@ -107,12 +120,16 @@ class AttemptExecutor:
             self._sender,
             now=datetime.fromtimestamp(self._clock.now_ms() / 1000, tz=UTC),
         )
-        result = self._provider.send(
-            message,
-            envelope_from=self._sender.email,
-            recipients=envelope_recipients(delivery),
-            secrets=_secret_values(delivery),
-        )
+        with self._tracing.in_subsegment(Subsegment.PROVIDER_SEND) as segment:
+            _annotate(segment, claim, delivery)
+            result = self._provider.send(
+                message,
+                envelope_from=self._sender.email,
+                recipients=envelope_recipients(delivery),
+                secrets=_secret_values(delivery),
+            )
+            segment.put_annotation("outcome", result.outcome)
+            segment.put_annotation("attempt_status", result.attempt_status)
         completion = self._store.complete(
             claim,
             self._clock.now_ms(),
@@ -129,3 +146,26 @@ class AttemptExecutor:
             duration_ms=result.duration_ms,
             completion_refused=completion.reason,
         )
+
+    def _render(self, claim: ClaimedAttempt, delivery: Delivery) -> RenderedMessage:
+        with self._tracing.in_subsegment(Subsegment.RENDER) as segment:
+            _annotate(segment, claim, delivery)
+            try:
+                rendered = render_delivery(self._catalog, delivery)
+            except RenderError as error:
+                # Classified, not a crash: the delivery fails; the trace says why.
+                segment.put_annotation("outcome", "render_failed")
+                segment.put_annotation("render_error", error.code)
+                segment.add_error(error)
+                raise
+            segment.put_annotation("outcome", "rendered")
+            if rendered.resolved_locale:
+                segment.put_annotation("locale_fallback_used", rendered.locale_fallback_used)
+            return rendered
+
+
+def _annotate(segment: Segment, claim: ClaimedAttempt, delivery: Delivery) -> None:
+    segment.put_annotation("delivery_id", claim.delivery_id)
+    segment.put_annotation("attempt_no", claim.attempt_no)
+    segment.put_annotation("source", delivery.source)
+    segment.put_annotation("template_id", delivery.template_id)
