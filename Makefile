@@ -70,6 +70,10 @@ bench: setup  ## every benchmark at full size: bench/results/latest.json and doc
 bench-operator: setup  ## time a filtered operator page with 1,000,000 stored deliveries
 	python bench/operator_page.py
 
+.PHONY: soak
+soak: setup  ## the reliability soak at full length (SOAK_SECONDS, default 300 s) and its figures
+	SOAK_SECONDS=$${SOAK_SECONDS:-300} pytest -q -p no:cacheprovider tests/reliability/test_soak.py
+
 .PHONY: coldstart
 coldstart: sam-build  ## each handler's init time in a fresh interpreter, and the built sizes
 	python scripts/coldstart.py

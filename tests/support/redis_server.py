@@ -82,6 +82,15 @@ class RedisServer:
             self.process.wait(timeout=10)
         self.process = None
 
+    def kill(self) -> None:
+        """Crash the server (SIGKILL): no shutdown, only what the AOF already holds survives."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections open but nothing answers."""
         assert self.process is not None

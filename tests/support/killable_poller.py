@@ -1,0 +1,63 @@
+"""A stream poller process to kill at any moment.
+
+``python -m tests.support.killable_poller REDIS_ADDR`` runs the production
+poller (its intake, store, stream reader and lease, as ``build_stream_poller``
+wires them) until it is killed, with a 1-second lease so that the next one
+need not wait the production lease out, 10 entries per batch and a 100 ms
+block. A test SIGKILLs it wherever it happens to be (reading, accepting,
+renewing its lease) and checks that nothing was lost or doubled. When
+another poller's lease is still running, it waits for it, as the next
+EventBridge tick would.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+
+from mailcore.composition import STREAM_POLLER_LEASE, build_delivery_store, command_limits
+from mailcore.config import Settings
+from mailcore.domain.clock import SystemClock
+from mailcore.services.stream_intake import StreamIntake, StreamPoller
+from mailcore.store.client import build_redis_client
+from mailcore.store.command_stream import RedisCommandStream
+from mailcore.store.keys import RedisKeys
+from mailcore.store.lease import RedisLease
+from tests.support.polling import RecordingObserver, for_seconds
+
+LEASE_LENGTH = timedelta(seconds=1)
+BLOCK = timedelta(milliseconds=100)
+
+
+def main(redis_addr: str) -> None:
+    settings = Settings.from_environ(
+        {"MAIL_REDIS_ADDR": redis_addr, "MAIL_STREAM_BATCH_SIZE": "10"}
+    )
+    client = build_redis_client(settings)
+    intake = StreamIntake(
+        build_delivery_store(settings, client=client),
+        SystemClock(),
+        settings.redis_command_stream,
+        command_limits(settings),
+    )
+    poller = StreamPoller(
+        intake,
+        RedisCommandStream(
+            build_redis_client(settings, decode_responses=False, extra_read_time=BLOCK),
+            settings.redis_command_stream,
+        ),
+        RedisLease(client, RedisKeys().lease(STREAM_POLLER_LEASE), LEASE_LENGTH),
+        RecordingObserver(),
+        batch_size=settings.stream_batch_size,
+        block_ms=int(BLOCK.total_seconds() * 1000),
+    )
+    while True:
+        report = poller.run(for_seconds(600))
+        if report.lease_acquired:
+            sys.exit("the poller ran out of time instead of being killed")
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
