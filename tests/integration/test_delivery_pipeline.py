@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from email.message import EmailMessage
 from typing import Any, cast
 
 import pytest
@@ -14,7 +16,7 @@ from mailcore.config import Settings
 from mailcore.contracts.auth import LoginCodeDeliveryRequest
 from mailcore.domain.ids import UlidGenerator
 from mailcore.domain.states import AttemptStatus, DeliveryStatus, ProviderOutcome
-from mailcore.ports import ClaimedAttempt, StartVerdict
+from mailcore.ports import ClaimedAttempt, SendResult, StartVerdict
 from mailcore.providers.stub import StubProvider
 from mailcore.services.auth_intake import AuthIntake
 from mailcore.services.dispatch import Dispatcher
@@ -476,3 +478,49 @@ def test_starting_a_send_gives_it_a_full_claim_period(
     )
     assert done.completed
     assert delivery(redis_client, delivery_id)["status"] == "sent"
+
+
+class RedisGoesAwayAfterTheSend(StubProvider):
+    """The server accepts, then Redis freezes for a while before the outcome is recorded."""
+
+    def __init__(self, server: RedisServer, outage_s: float) -> None:
+        super().__init__()
+        self._server = server
+        self._outage_s = outage_s
+
+    def send(
+        self,
+        message: EmailMessage,
+        *,
+        envelope_from: str,
+        recipients: Sequence[str],
+        secrets: Sequence[str] = (),
+    ) -> SendResult:
+        result = super().send(
+            message, envelope_from=envelope_from, recipients=recipients, secrets=secrets
+        )
+        self._server.pause()
+        threading.Timer(self._outage_s, self._server.resume).start()
+        return result
+
+
+def test_an_outcome_is_recorded_through_a_short_store_outage_after_the_send(
+    pipeline_settings: Settings, aws: Any, redis_client: redis.Redis, redis_server: RedisServer
+) -> None:
+    # Given a login code on its way to a worker, and a provider after whose
+    # answer Redis stops answering for about a second
+    provider = RedisGoesAwayAfterTheSend(redis_server, outage_s=1.0)
+    pipeline = Pipeline(pipeline_settings, aws, provider)
+    delivery_id = accept_login_code(pipeline)
+
+    # When the worker sends it
+    reports = pipeline.work()
+
+    # Then the outcome is recorded once Redis is back, rather than lost to a
+    # recovery that would send the message a second time
+    assert [r.status for r in reports] == ["sent"]
+    assert reports[0].completion_refused is None
+    assert len(provider.sent) == 1
+    assert delivery(redis_client, delivery_id)["status"] == "sent"
+    assert attempt(redis_client, delivery_id, 1)["status"] == "provider_accepted"
+    assert redis_client.zcard(KEYS.claims()) == 0

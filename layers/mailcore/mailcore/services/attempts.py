@@ -7,13 +7,24 @@ never with an address, a variable or any content.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from mailcore.domain.model import Delivery
 from mailcore.domain.states import AttemptStatus
+from mailcore.errors import StoreUnavailable
 from mailcore.mail.mime import Sender, build_message, envelope_recipients
-from mailcore.ports import AttemptStore, ClaimedAttempt, Clock, MailProvider, StartVerdict
+from mailcore.ports import (
+    AttemptStore,
+    ClaimedAttempt,
+    Clock,
+    CompletionResult,
+    MailProvider,
+    SendResult,
+    StartVerdict,
+)
 from mailcore.rendering.catalog import (
     RenderedMessage,
     RenderError,
@@ -21,6 +32,12 @@ from mailcore.rendering.catalog import (
     render_delivery,
 )
 from mailcore.tracing import NO_TRACING, Segment, Subsegment, XRayProvider
+
+# Waits between tries to record a send's outcome while the store is away.
+# SMTP has no idempotency: an outcome that is never recorded makes claim
+# recovery send the message again, so a short outage is waited out here
+# (about 3 s in all, far inside the claim's deadline) before giving up.
+COMPLETION_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +74,10 @@ class AttemptExecutor:
         sender: Sender,
         clock: Clock,
         tracing: XRayProvider | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store = store
+        self._sleep = sleep
         self._catalog = catalog
         self._provider = provider
         self._sender = sender
@@ -130,14 +149,7 @@ class AttemptExecutor:
             )
             segment.put_annotation("outcome", result.outcome)
             segment.put_annotation("attempt_status", result.attempt_status)
-        completion = self._store.complete(
-            claim,
-            self._clock.now_ms(),
-            outcome=result.outcome,
-            attempt_status=result.attempt_status,
-            summary=result.summary,
-            duration_ms=result.duration_ms,
-        )
+        completion = self._record_outcome(claim, result)
         return replace(
             report,
             outcome=result.outcome,
@@ -146,6 +158,27 @@ class AttemptExecutor:
             duration_ms=result.duration_ms,
             completion_refused=completion.reason,
         )
+
+    def _record_outcome(self, claim: ClaimedAttempt, result: SendResult) -> CompletionResult:
+        delays = iter(COMPLETION_RETRY_DELAYS_S)
+        while True:
+            try:
+                return self._store.complete(
+                    claim,
+                    self._clock.now_ms(),
+                    outcome=result.outcome,
+                    attempt_status=result.attempt_status,
+                    summary=result.summary,
+                    duration_ms=result.duration_ms,
+                )
+            except StoreUnavailable:
+                # The script runs whole or not at all. If a try ran but its
+                # answer was lost, the next one is refused (the claim is
+                # settled) and the outcome already recorded stands.
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                self._sleep(delay)
 
     def _render(self, claim: ClaimedAttempt, delivery: Delivery) -> RenderedMessage:
         with self._tracing.in_subsegment(Subsegment.RENDER) as segment:
