@@ -346,6 +346,14 @@ class LocalApiRequestHandler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self.dispatch()
 
+    def parse_request(self) -> bool:
+        """Any other method (TRACE, QUERY, ...) is routed too: a 405 or 404, never a 501."""
+        if not super().parse_request():
+            return False
+        if not hasattr(self, f"do_{self.command}"):
+            setattr(self, f"do_{self.command}", self.dispatch)
+        return True
+
     def dispatch(self) -> None:
         if not self.server.begin_request():
             self.close_connection = True

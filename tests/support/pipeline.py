@@ -56,7 +56,12 @@ class Pipeline:
         self.recoveries: list[tuple[str, str]] = []
 
     def accept_login_code(
-        self, *, email: str = "ada@example.com", locale: str = "en", key: str = "k-1"
+        self,
+        *,
+        email: str = "ada@example.com",
+        locale: str = "en",
+        key: str = "k-1",
+        code: str = "482913",
     ) -> str:
         """The auth intake with its fast path, on this pipeline's clock."""
         intake = AuthIntake(
@@ -66,7 +71,7 @@ class Pipeline:
             self.settings.smtp_mode,
             dispatcher=self.dispatcher,
         )
-        request = LoginCodeDeliveryRequest(email=email, code="482913", locale=locale)
+        request = LoginCodeDeliveryRequest(email=email, code=code, locale=locale)
         accepted = intake.accept_login_code(request, key)
         assert accepted.dispatched
         return accepted.delivery_id

@@ -6,12 +6,15 @@ Shared by every API function so that each answers errors the same way:
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+from pydantic import BaseModel
 
 from mailcore.contracts.errors import HTTP_STATUS, ErrorBody, ErrorCode
 from mailcore.errors import (
@@ -42,6 +45,15 @@ def json_response(
 
 def error_response(code: ErrorCode, message: str) -> Response[Any]:
     return json_response(HTTP_STATUS[code], ErrorBody.of(code, message).model_dump(mode="json"))
+
+
+def documented_ok(model: type[BaseModel], description: str) -> dict[int, OpenAPIResponse]:
+    """The OpenAPI `responses` entry of a 200 answer with this body.
+
+    Powertools documents the return annotation only for a route given no
+    `responses` at all; a route that lists its errors lists its 200 too.
+    """
+    return {200: {"description": description, "content": {"application/json": {"model": model}}}}
 
 
 def documented_errors(*codes: ErrorCode) -> dict[int, OpenAPIResponse]:
@@ -130,6 +142,22 @@ def install_error_handlers(app: APIGatewayRestResolver, listener: ErrorListener)
     def store_unavailable(error: StoreUnavailable) -> Response[Any]:
         return answer(ErrorCode.SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, error)
 
+    @app.exception_handler([UnicodeDecodeError, binascii.Error])
+    def unreadable_body(error: ValueError) -> Response[Any]:
+        # Powertools decodes a binary (base64) body while validating the request;
+        # one that is not base64 of UTF-8 text is the caller's mistake.
+        if _unreadable_body(app.current_event):
+            return answer(ErrorCode.INVALID_REQUEST, "request body is not UTF-8 text", error)
+        return answer(ErrorCode.INTERNAL_ERROR, "internal error", error)
+
     @app.exception_handler(Exception)
     def internal_error(error: Exception) -> Response[Any]:
         return answer(ErrorCode.INTERNAL_ERROR, "internal error", error)
+
+
+def _unreadable_body(event: BaseProxyEvent) -> bool:
+    try:
+        event.decoded_body  # noqa: B018 - decoding is the check
+    except (UnicodeDecodeError, binascii.Error):
+        return True
+    return False
