@@ -518,9 +518,43 @@ def test_an_outcome_is_recorded_through_a_short_store_outage_after_the_send(
 
     # Then the outcome is recorded once Redis is back, rather than lost to a
     # recovery that would send the message a second time
-    assert [r.status for r in reports] == ["sent"]
+    assert [r.status for r in reports] == ["sent"], reports
     assert reports[0].completion_refused is None
     assert len(provider.sent) == 1
     assert delivery(redis_client, delivery_id)["status"] == "sent"
     assert attempt(redis_client, delivery_id, 1)["status"] == "provider_accepted"
     assert redis_client.zcard(KEYS.claims()) == 0
+
+
+def test_recording_an_outcome_again_with_the_same_claim_answers_completed_and_changes_nothing(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given an attempt whose outcome was recorded, but whose worker never heard the answer
+    pipeline = make_pipeline()
+    delivery_id = accept_login_code(pipeline)
+    claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
+    assert pipeline.store.start(claim, pipeline.clock.now_ms(), rendered=True).verdict is (
+        StartVerdict.STARTED
+    )
+
+    def record() -> Any:
+        return pipeline.store.complete(
+            claim,
+            pipeline.clock.now_ms(),
+            outcome=ProviderOutcome.TRANSIENT_FAILURE,
+            attempt_status=AttemptStatus.TRANSPORT_FAILED,
+            summary="451 try later",
+            duration_ms=5,
+        )
+
+    first = record()
+    before = {key: redis_client.dump(key) for key in redis_client.keys("*")}
+
+    # When the worker records the same outcome again with the same claim
+    again = record()
+
+    # Then it hears that the outcome is recorded, and nothing moved: no second retry
+    assert (first.completed, first.status) == (True, "queued")
+    assert (again.completed, again.status) == (True, "queued")
+    assert {key: redis_client.dump(key) for key in redis_client.keys("*")} == before
+    assert not redis_client.exists(KEYS.attempt(delivery_id, 3))

@@ -173,8 +173,7 @@ class AttemptExecutor:
                 )
             except StoreUnavailable:
                 # The script runs whole or not at all. If a try ran but its
-                # answer was lost, the next one is refused (the claim is
-                # settled) and the outcome already recorded stands.
+                # answer was lost, the next one hears that it already completed.
                 delay = next(delays, None)
                 if delay is None:
                     raise

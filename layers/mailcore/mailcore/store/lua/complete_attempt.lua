@@ -11,13 +11,22 @@
 -- ARGV[9] next attempt due ms (target `queued` only)   ARGV[10] delivery ttl ms
 -- ARGV[11] attempt ttl ms   ARGV[12] failure code ("" for none)
 -- Returns {"completed", target} | {"refused", reason}
+--
+-- The attempt keeps the token of the claim that completed it, so a worker
+-- that tries again after losing the answer to its first try (the script ran,
+-- the reply did not arrive) hears "completed", not a refusal.
 
 local now = tonumber(ARGV[2])
 local target = ARGV[4]
 local d = redis.call('HMGET', KEYS[1], 'status', 'claim_token', 'claim_deadline_ms',
   'attempt_count', 'created_at_ms', 'delivery_id')
 if not d[1] then return {'refused', 'delivery_missing'} end
-if d[2] ~= ARGV[1] then return {'refused', 'claim_not_held'} end
+if d[2] ~= ARGV[1] then
+  if redis.call('HGET', KEYS[2], 'completed_by') == ARGV[1] then
+    return {'completed', target}
+  end
+  return {'refused', 'claim_not_held'}
+end
 if tonumber(d[3]) < now then return {'refused', 'claim_expired'} end
 if d[4] ~= ARGV[3] then return {'refused', 'not_the_current_attempt'} end
 local attempt_status = redis.call('HGET', KEYS[2], 'status')
@@ -28,7 +37,7 @@ end
 if target == 'queued' and ARGV[9] == '' then return {'refused', 'no_retry_time'} end
 
 local attempt = {'status', ARGV[5], 'outcome', ARGV[6], 'summary', ARGV[7],
-  'duration_ms', ARGV[8], 'finished_at_ms', ARGV[2]}
+  'duration_ms', ARGV[8], 'finished_at_ms', ARGV[2], 'completed_by', ARGV[1]}
 if ARGV[12] ~= '' then
   attempt[#attempt + 1] = 'failure_code'
   attempt[#attempt + 1] = ARGV[12]
