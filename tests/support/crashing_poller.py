@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from mailcore.composition import build_delivery_store, command_limits
@@ -45,6 +45,15 @@ class DyingStore:
         expected_offset: str,
         items: Sequence[PendingDelivery | MalformedCommand],
     ) -> StreamBatchResult:
+        sys.stdout.flush()
+        os._exit(DIED_BETWEEN_READ_AND_ACCEPT)
+
+    def submit_stream_batch(
+        self,
+        stream: str,
+        expected_offset: str,
+        items: Sequence[PendingDelivery | MalformedCommand],
+    ) -> Callable[[], StreamBatchResult]:
         sys.stdout.flush()
         os._exit(DIED_BETWEEN_READ_AND_ACCEPT)
 

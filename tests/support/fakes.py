@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mailcore.contracts.stream import MalformedCommand
 from mailcore.domain.model import Attempt, Delivery
@@ -139,6 +139,15 @@ class InMemoryStreamStore:
                 )
         self.offset = items[-1].stream_entry_id
         return StreamBatchResult(False, self.offset, tuple(results))
+
+    def submit_stream_batch(
+        self,
+        stream: str,
+        expected_offset: str,
+        items: Sequence[PendingDelivery | MalformedCommand],
+    ) -> Callable[[], StreamBatchResult]:
+        result = self.accept_stream_batch(stream, expected_offset, items)
+        return lambda: result
 
 
 # What smtp mode needs besides the mode itself (the server is never reached

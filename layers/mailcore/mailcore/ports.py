@@ -6,7 +6,7 @@ in-memory fakes and the Lambda composition roots hand them Redis adapters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
@@ -100,7 +100,10 @@ class PendingDelivery:
     first_attempt: Attempt | None
     fingerprint: str
     outcome: str
-    raw_fields: Mapping[str, str]  # recorded if the store finds it conflicting
+    # The entry's fields as an operator may see them (redacted, truncated),
+    # recorded if the store finds the command conflicting. Computed only
+    # then: for an entry that is accepted it would be wasted work.
+    raw_fields: Callable[[], Mapping[str, str]]
 
 
 class EntryVerdict(StrEnum):
@@ -138,6 +141,21 @@ class StreamAcceptanceStore(Protocol):
         """Accept or record every item and advance the offset to the last one, atomically.
 
         Writes nothing if the stored offset no longer equals ``expected_offset``.
+        """
+        ...
+
+    def submit_stream_batch(
+        self,
+        stream: str,
+        expected_offset: str,
+        items: Sequence[PendingDelivery | MalformedCommand],
+    ) -> Callable[[], StreamBatchResult]:
+        """``accept_stream_batch`` without waiting for the answer.
+
+        The batch is on its way when this returns; calling the result waits
+        for its outcome (and raises what ``accept_stream_batch`` would). The
+        caller builds its next batch meanwhile, and calls the result, exactly
+        once, before it submits another.
         """
         ...
 

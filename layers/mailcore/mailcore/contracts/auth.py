@@ -28,7 +28,11 @@ class LoginCodeDeliveryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     email: EmailAddress = Field(description="The recipient's address.")
-    code: LoginCode = Field(description="The login code. A secret: never logged or shown.")
+    # repr=False: Powertools formats the handler's arguments into a debug line
+    # on every request (shown only at debug level), and the code is a secret.
+    code: LoginCode = Field(
+        description="The login code. A secret: never logged or shown.", repr=False
+    )
     locale: Locale = Field(description="BCP 47 language tag, for example `en` or `pt-BR`.")
 
 

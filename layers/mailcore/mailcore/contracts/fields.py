@@ -12,7 +12,9 @@ from typing import Annotated
 from pydantic import AfterValidator, StringConstraints
 
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-_DOMAIN_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# Two or more labels, dot-separated (one match instead of one per label).
+_DOMAIN = re.compile(rf"{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+")
 MAX_EMAIL_LENGTH = 254
 
 
@@ -29,8 +31,7 @@ def normalize_email(value: str) -> str:
         raise ValueError("must be an email address like name@example.com")
     if len(local) > 64 or not _LOCAL_PART.fullmatch(local):
         raise ValueError("has an invalid local part (before the @)")
-    labels = domain.split(".")
-    if len(labels) < 2 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+    if not _DOMAIN.fullmatch(domain):
         raise ValueError("has an invalid domain (after the @)")
     return f"{local}@{domain.lower()}"
 

@@ -244,6 +244,12 @@ class _CommandFields(BaseModel):
     trace_id: VisibleAscii | None = None
 
 
+# The fingerprint's canonical form; built once (json.dumps with options builds
+# an encoder per call). Changing it would turn every replay of a command
+# accepted before the change into an idempotency conflict.
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryCommand:
     stream_entry_id: str
@@ -262,7 +268,7 @@ class DeliveryCommand:
 
     def fingerprint(self) -> str:
         """What makes two commands the same; tracing metadata is left out."""
-        canonical = json.dumps(
+        canonical = _canonical_json(
             {
                 "delivery_id": self.delivery_id,
                 "source": self.source,
@@ -270,10 +276,7 @@ class DeliveryCommand:
                 "idempotency_key": self.idempotency_key,
                 "requested_at_ms": self.requested_at_ms,
                 "payload": self.payload.model_dump(mode="json"),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
+            }
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -350,8 +353,13 @@ def _decode(
         )
     try:
         document = json.loads(payload_json)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
+        # ValueError: not JSON, or an integer past Python's 4300-digit conversion limit.
         raise _Refused(FailureCode.INVALID_JSON, "payload_json is not valid JSON") from None
+    if "\\u" in payload_json and not _is_unicode(document):
+        raise _Refused(
+            FailureCode.INVALID_JSON, "payload_json escapes a lone surrogate (\\ud800-\\udfff)"
+        )
     if not isinstance(document, dict):
         raise _Refused(FailureCode.INVALID_PAYLOAD, "payload_json must be a JSON object")
     model = RenderedPayload if mode is PayloadMode.RENDERED else TemplatePayload
@@ -370,6 +378,15 @@ def _decode(
         request_id=top.request_id,
         trace_id=top.trace_id,
     )
+
+
+def _is_unicode(document: object) -> bool:
+    """False when a string holds a lone surrogate, which no UTF-8 text (or Redis) can carry."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _FAILURE_CODES = frozenset(code.value for code in FailureCode)
@@ -422,7 +439,7 @@ def redacted_raw_fields(raw: RawFields) -> dict[str, str]:
 def _redact_payload(text: str) -> str:
     try:
         document: Any = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, or a number too long to convert
         return text
     if not isinstance(document, dict):
         return text
@@ -437,4 +454,6 @@ def _redact_payload(text: str) -> str:
             if isinstance(attachment, dict) and isinstance(attachment.get("content_base64"), str):
                 size = len(attachment["content_base64"])
                 attachment["content_base64"] = f"[{size} base64 characters]"
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    # A lone surrogate stays escaped: the record must be storable UTF-8.
+    readable = _is_unicode(document)
+    return json.dumps(document, ensure_ascii=not readable, separators=(",", ":"))

@@ -30,9 +30,14 @@ class AuthAcceptance:
     dispatched: bool = False  # the first attempt went to a worker at once (fast path)
 
 
+# Built once (json.dumps with options builds an encoder per call). Changing the
+# canonical form would turn replays of earlier requests into conflicts.
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def request_fingerprint(request: LoginCodeDeliveryRequest) -> str:
     """A digest of what the caller asked for; a replay must match it exactly."""
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = _canonical_json(request.model_dump(mode="json"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

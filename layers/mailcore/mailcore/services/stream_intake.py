@@ -9,9 +9,11 @@ shortly before its time is up.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Protocol
 
 from mailcore.contracts.auth import AcceptanceOutcome
@@ -34,8 +36,8 @@ from mailcore.ports import (
     Lease,
     PendingDelivery,
     StreamAcceptanceStore,
+    StreamBatchResult,
     StreamEntry,
-    StreamEntryResult,
 )
 from mailcore.services.dispatch import Dispatcher
 from mailcore.services.leased import run_under_lease
@@ -49,6 +51,10 @@ STORE_FAILURE_MESSAGES = {
 # One script call carries at most this much payload, so a batch of large
 # attachments never becomes one huge, server-blocking script.
 MAX_CALL_BYTES = 4 * 1024 * 1024
+# ... and at most this many entries: a read batch is accepted in a few
+# pipelined steps (see StreamIntake.accept), short enough that the last one,
+# which nothing overlaps, costs little, and that Redis is never blocked long.
+MAX_CALL_ENTRIES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,9 @@ class IntakeResult:
     offset: str
     handled: tuple[HandledEntry, ...]
     offset_moved: bool = False  # another poller got there first; re-read the offset
+    # Redis failed after some steps of the batch went in: ``handled`` and
+    # ``offset`` say what did; the rest is read again after a pause.
+    interrupted_by: StoreUnavailable | None = None
 
 
 def delivery_from_command(command: DeliveryCommand, now_ms: int) -> tuple[Delivery, Attempt]:
@@ -110,6 +119,49 @@ def delivery_from_command(command: DeliveryCommand, now_ms: int) -> tuple[Delive
     return delivery, attempt
 
 
+class _Step:
+    """One atomic step of a batch: what was built for it, then its answer."""
+
+    def __init__(self) -> None:
+        self.items: list[PendingDelivery | MalformedCommand] = []
+        self.commands: dict[str, DeliveryCommand] = {}
+        self.answer: Callable[[], StreamBatchResult] | None = None
+
+    def settle(self, handled: list[HandledEntry], created: list[str]) -> StreamBatchResult:
+        """Wait for the answer; say what became of each entry."""
+        assert self.answer is not None
+        answer, self.answer = self.answer, None
+        result = answer()
+        messages = {
+            i.stream_entry_id: i.message for i in self.items if isinstance(i, MalformedCommand)
+        }
+        for entry_result in result.entries:
+            command = self.commands.get(entry_result.stream_entry_id)
+            handled.append(
+                HandledEntry(
+                    stream_entry_id=entry_result.stream_entry_id,
+                    verdict=entry_result.verdict,
+                    delivery_id=entry_result.delivery_id,
+                    source=command.source if command else None,
+                    template_id=command.template_id if command else None,
+                    failure_code=entry_result.failure_code,
+                    failure_message=messages.get(
+                        entry_result.stream_entry_id,
+                        STORE_FAILURE_MESSAGES.get(entry_result.failure_code or ""),
+                    ),
+                )
+            )
+            if entry_result.verdict is EntryVerdict.CREATED and entry_result.delivery_id:
+                created.append(entry_result.delivery_id)
+        return result
+
+    def drain(self) -> None:
+        if self.answer is not None:
+            answer, self.answer = self.answer, None
+            with contextlib.suppress(Exception):
+                answer()
+
+
 class StreamIntake:
     def __init__(
         self,
@@ -119,12 +171,14 @@ class StreamIntake:
         limits: CommandLimits,
         max_call_bytes: int = MAX_CALL_BYTES,
         dispatcher: Dispatcher | None = None,
+        max_call_entries: int = MAX_CALL_ENTRIES,
     ) -> None:
         self._store = store
         self._clock = clock
         self._stream = stream
         self._limits = limits
         self._max_call_bytes = max_call_bytes
+        self._max_call_entries = max_call_entries
         self._dispatcher = dispatcher
 
     @property
@@ -135,60 +189,67 @@ class StreamIntake:
         return self._store.read_offset(self._stream)
 
     def accept(self, offset: str, entries: Sequence[StreamEntry]) -> IntakeResult:
-        """Accept ``entries`` (read after ``offset``), in as few atomic steps as fit."""
+        """Accept ``entries`` (read after ``offset``) in atomic steps, each moving the offset.
+
+        The steps are pipelined: while Redis runs one, the next is decoded and
+        built here, so the two work at the same time. Only one is ever in
+        flight, and the next is sent only once the one before is answered, so
+        it names the offset that one left behind.
+        """
         now = self._clock.now_ms()
         handled: list[HandledEntry] = []
-        for chunk in self._chunks(entries):
-            items: list[PendingDelivery | MalformedCommand] = []
-            commands: dict[str, DeliveryCommand] = {}
-            for entry in chunk:
-                decoded = decode_command(entry.entry_id, entry.fields, self._limits)
-                if isinstance(decoded, MalformedCommand):
-                    items.append(decoded)
-                    continue
-                commands[entry.entry_id] = decoded
-                delivery, attempt = delivery_from_command(decoded, now)
-                items.append(
-                    PendingDelivery(
-                        stream_entry_id=entry.entry_id,
-                        delivery=delivery,
-                        first_attempt=attempt,
-                        fingerprint=decoded.fingerprint(),
-                        outcome=AcceptanceOutcome.SENT,
-                        raw_fields=redacted_raw_fields(entry.fields),
-                    )
-                )
-            result = self._store.accept_stream_batch(self._stream, offset, items)
-            if result.offset_moved:
-                return IntakeResult(result.offset, tuple(handled), offset_moved=True)
-            offset = result.offset
-            messages = {
-                i.stream_entry_id: i.message for i in items if isinstance(i, MalformedCommand)
-            }
-            for entry_result in result.entries:
-                command = commands.get(entry_result.stream_entry_id)
-                handled.append(
-                    HandledEntry(
-                        stream_entry_id=entry_result.stream_entry_id,
-                        verdict=entry_result.verdict,
-                        delivery_id=entry_result.delivery_id,
-                        source=command.source if command else None,
-                        template_id=command.template_id if command else None,
-                        failure_code=entry_result.failure_code,
-                        failure_message=messages.get(
-                            entry_result.stream_entry_id,
-                            STORE_FAILURE_MESSAGES.get(entry_result.failure_code or ""),
-                        ),
-                    )
-                )
-            self._dispatch_now(result.entries)
+        created: list[str] = []
+        in_flight: _Step | None = None
+        try:
+            for chunk in [*self._chunks(entries), None]:  # None: settle the last step
+                step = self._prepare(chunk, now) if chunk is not None else None
+                if in_flight is not None:
+                    result = in_flight.settle(handled, created)
+                    in_flight = None
+                    if result.offset_moved:
+                        self._dispatch_now(created)
+                        return IntakeResult(result.offset, tuple(handled), offset_moved=True)
+                    offset = result.offset
+                if step is not None:
+                    step.answer = self._store.submit_stream_batch(self._stream, offset, step.items)
+                    in_flight = step
+        except StoreUnavailable as error:
+            if not handled:
+                raise
+            # Earlier steps went in: say so (logs, metrics, dispatch) with the failure.
+            self._dispatch_now(created)
+            return IntakeResult(offset, tuple(handled), interrupted_by=error)
+        finally:
+            if in_flight is not None:
+                # Failing while a step is in flight: its answer is still read,
+                # so the connection it holds is not left with it pending.
+                in_flight.drain()
+        self._dispatch_now(created)
         return IntakeResult(offset, tuple(handled))
 
-    def _dispatch_now(self, results: Sequence[StreamEntryResult]) -> None:
+    def _prepare(self, chunk: Sequence[StreamEntry], now: int) -> _Step:
+        step = _Step()
+        for entry in chunk:
+            decoded = decode_command(entry.entry_id, entry.fields, self._limits)
+            if isinstance(decoded, MalformedCommand):
+                step.items.append(decoded)
+                continue
+            step.commands[entry.entry_id] = decoded
+            delivery, attempt = delivery_from_command(decoded, now)
+            step.items.append(
+                PendingDelivery(
+                    stream_entry_id=entry.entry_id,
+                    delivery=delivery,
+                    first_attempt=attempt,
+                    fingerprint=decoded.fingerprint(),
+                    outcome=AcceptanceOutcome.SENT,
+                    raw_fields=partial(redacted_raw_fields, entry.fields),
+                )
+            )
+        return step
+
+    def _dispatch_now(self, created: Sequence[str]) -> None:
         """First attempts go to the workers at once; the scheduler covers any failure."""
-        created = [
-            r.delivery_id for r in results if r.verdict is EntryVerdict.CREATED and r.delivery_id
-        ]
         if self._dispatcher is not None and created:
             self._dispatcher.dispatch_soon(created)
 
@@ -197,7 +258,8 @@ class StreamIntake:
         size = 0
         for entry in entries:
             entry_size = sum(len(name) + len(value) for name, value in entry.fields)
-            if chunks[-1] and size + entry_size > self._max_call_bytes:
+            full = len(chunks[-1]) >= self._max_call_entries
+            if chunks[-1] and (full or size + entry_size > self._max_call_bytes):
                 chunks.append([])
                 size = 0
             chunks[-1].append(entry)
@@ -296,15 +358,23 @@ class StreamPoller:
                 result = self._intake.accept(offset, entries)
                 failures = 0
             except StoreUnavailable as error:
-                # Redis dropped or stalled: the client reconnects on the next
-                # command; back off a little so a dead Redis is not hammered.
-                report.store_errors += 1
-                self._observer.store_unavailable(error)
                 failures += 1
-                self._sleep(min(0.05 * 2**failures, 1.0, max(budget, 0) / 1000))
+                self._back_off(report, error, failures, budget)
                 continue
             if result.handled:
                 report.add(result.handled)
                 self._observer.entries_handled(result.handled)
             offset = None if result.offset_moved else result.offset
             report.offset = result.offset
+            if result.interrupted_by is not None:
+                failures += 1
+                self._back_off(report, result.interrupted_by, failures, budget)
+
+    def _back_off(
+        self, report: PollReport, error: StoreUnavailable, failures: int, budget: int
+    ) -> None:
+        # Redis dropped or stalled: the client reconnects on the next
+        # command; back off a little so a dead Redis is not hammered.
+        report.store_errors += 1
+        self._observer.store_unavailable(error)
+        self._sleep(min(0.05 * 2**failures, 1.0, max(budget, 0) / 1000))

@@ -8,7 +8,8 @@ stored as compact listpacks. Empty optional fields are omitted to save memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from json.encoder import encode_basestring
 
 from mailcore.domain.model import (
     Attachment,
@@ -21,49 +22,60 @@ from mailcore.domain.model import (
 )
 from mailcore.domain.states import AttemptStatus, DeliveryStatus
 
+# Built once: json.dumps with options builds an encoder on every call, and
+# acceptance encodes several fields per delivery.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+
 
 def _compact_json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return _encode(value)
+
+
+def _string_list(values: Iterable[str]) -> str:
+    """``_compact_json`` of a list of strings (addresses, names), byte for byte, but cheaper."""
+    return "[" + ",".join(map(encode_basestring, values)) + "]"
 
 
 def delivery_to_fields(delivery: Delivery) -> dict[str, str]:
+    envelope = delivery.envelope
     fields = {
         "delivery_id": delivery.delivery_id,
         "source": str(delivery.source),
         "status": str(delivery.status),
         "payload_mode": str(delivery.payload_mode),
-        "to": _compact_json(list(delivery.envelope.to)),
+        "to": _string_list(envelope.to),
         "idempotency_key": delivery.idempotency_key,
         "created_at_ms": str(delivery.created_at_ms),
         "updated_at_ms": str(delivery.updated_at_ms),
         "attempt_count": str(delivery.attempt_count),
     }
-    optional = {
-        "cc": _compact_json(list(delivery.envelope.cc)) if delivery.envelope.cc else "",
-        "bcc": _compact_json(list(delivery.envelope.bcc)) if delivery.envelope.bcc else "",
-        "reply_to": (
-            _compact_json(list(delivery.envelope.reply_to)) if delivery.envelope.reply_to else ""
-        ),
-        "template_id": delivery.template_id or "",
-        "locale": delivery.locale or "",
-        "variables": _compact_json(dict(delivery.variables)) if delivery.variables else "",
-        "secret_variables": (
-            _compact_json(sorted(delivery.secret_variables)) if delivery.secret_variables else ""
-        ),
-        "parent_delivery_id": delivery.parent_delivery_id or "",
-        "content": _compact_json(_content_dict(delivery.content)) if delivery.content else "",
-        "attachments": (
-            _compact_json([_attachment_dict(a) for a in delivery.attachments])
-            if delivery.attachments
-            else ""
-        ),
-        "requested_at_ms": (
-            str(delivery.requested_at_ms) if delivery.requested_at_ms is not None else ""
-        ),
-        "request_id": delivery.request_id or "",
-        "trace_id": delivery.trace_id or "",
-    }
-    fields.update({name: value for name, value in optional.items() if value})
+    # Optional fields only when they have a value (in this order).
+    if envelope.cc:
+        fields["cc"] = _string_list(envelope.cc)
+    if envelope.bcc:
+        fields["bcc"] = _string_list(envelope.bcc)
+    if envelope.reply_to:
+        fields["reply_to"] = _string_list(envelope.reply_to)
+    if delivery.template_id:
+        fields["template_id"] = delivery.template_id
+    if delivery.locale:
+        fields["locale"] = delivery.locale
+    if delivery.variables:
+        fields["variables"] = _compact_json(dict(delivery.variables))
+    if delivery.secret_variables:
+        fields["secret_variables"] = _string_list(sorted(delivery.secret_variables))
+    if delivery.parent_delivery_id:
+        fields["parent_delivery_id"] = delivery.parent_delivery_id
+    if delivery.content:
+        fields["content"] = _compact_json(_content_dict(delivery.content))
+    if delivery.attachments:
+        fields["attachments"] = _compact_json([_attachment_dict(a) for a in delivery.attachments])
+    if delivery.requested_at_ms is not None:
+        fields["requested_at_ms"] = str(delivery.requested_at_ms)
+    if delivery.request_id:
+        fields["request_id"] = delivery.request_id
+    if delivery.trace_id:
+        fields["trace_id"] = delivery.trace_id
     return fields
 
 

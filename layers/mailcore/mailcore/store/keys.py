@@ -10,7 +10,7 @@ with ``XREAD`` outside scripts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_PARTITION = "p0"
 
@@ -26,10 +26,11 @@ class KeySpec:
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
     partition: str = DEFAULT_PARTITION
+    # Every key starts with it; computed once (acceptance builds a dozen keys a delivery).
+    prefix: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def prefix(self) -> str:
-        return f"mail:{{{self.partition}}}:"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", f"mail:{{{self.partition}}}:")
 
     def delivery(self, delivery_id: str) -> str:
         return f"{self.prefix}delivery:{delivery_id}"

@@ -6,9 +6,12 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from itertools import chain
 from typing import Any, cast
 
+import hiredis
 import redis
+from redis.commands.core import Script
 
 from mailcore.contracts.stream import MalformedCommand
 from mailcore.domain.clock import Clock
@@ -62,8 +65,9 @@ class _ScriptCall:
         self.count = 0
 
     def add(self, kind: str, keys: Sequence[str], args: Sequence[str | int]) -> None:
-        self.keys.extend(keys)
-        self.entries.extend([kind, len(keys), len(args), *args])
+        self.keys += keys
+        self.entries += (kind, len(keys), len(args))
+        self.entries += args
         self.count += 1
 
 
@@ -87,9 +91,7 @@ class RedisDeliveryStore:
         self._delivery_ttl_ms = _ms(delivery_ttl)
         self._malformed_ttl_ms = _ms(malformed_command_ttl)
         # register_script sends EVALSHA and reloads the script on NOSCRIPT.
-        self._accept_batch: Callable[..., Any] = client.register_script(
-            load_lua("accept_batch.lua")
-        )
+        self._accept_batch: Script = client.register_script(load_lua("accept_batch.lua"))
 
     # -- AcceptanceStore (REST intake: one delivery, conflicts reported) ---------------
 
@@ -102,7 +104,7 @@ class RedisDeliveryStore:
         outcome: str,
     ) -> AcceptanceResult:
         call = _ScriptCall()
-        self._add_acceptance(call, delivery, first_attempt, fingerprint, outcome, None)
+        self._add_acceptance(call, delivery, first_attempt, fingerprint, outcome, "report")
         reply = self._run(call, offset_key=None, expected_offset="", new_offset="")
         verdict = reply[1][0]
         if verdict[0] == "created":
@@ -124,41 +126,45 @@ class RedisDeliveryStore:
         expected_offset: str,
         items: Sequence[PendingDelivery | MalformedCommand],
     ) -> StreamBatchResult:
+        return self.submit_stream_batch(stream, expected_offset, items)()
+
+    def submit_stream_batch(
+        self,
+        stream: str,
+        expected_offset: str,
+        items: Sequence[PendingDelivery | MalformedCommand],
+    ) -> Callable[[], StreamBatchResult]:
         if not items:
-            return StreamBatchResult(False, expected_offset)
-        call = _ScriptCall()
+            return lambda: StreamBatchResult(False, expected_offset)
         now = self._clock.now_ms()
-        for item in items:
-            if isinstance(item, MalformedCommand):
-                call.add(
-                    "malformed",
-                    [
-                        self._keys.malformed_command(item.stream_entry_id),
-                        self._keys.index_malformed(),
-                    ],
-                    self._malformed_block(stream, item.stream_entry_id, item.raw_fields, now, item),
-                )
-            else:
-                malformed = self._malformed_block(
-                    stream, item.stream_entry_id, item.raw_fields, now, None
-                )
-                self._add_acceptance(
-                    call,
-                    item.delivery,
-                    item.first_attempt,
-                    item.fingerprint,
-                    item.outcome,
-                    (item.stream_entry_id, malformed),
-                )
         new_offset = items[-1].stream_entry_id
-        reply = self._run(
-            call,
-            offset_key=self._keys.stream_offset(stream),
-            expected_offset=expected_offset,
-            new_offset=new_offset,
-        )
+        offset_key = self._keys.stream_offset(stream)
+
+        def script_input(with_records: bool) -> tuple[list[str], list[str | int]]:
+            call = self._stream_call(stream, items, now, with_records=with_records)
+            return _script_input(call, offset_key, expected_offset, new_offset)
+
+        # First without the malformed records of the deliveries: they are
+        # only written for a conflict, and building them (redacted raw
+        # fields) costs more than the rest of the entry. If one conflicts,
+        # the script writes nothing and asks for them.
+        answer = self._send(*script_input(False))
+
+        def result() -> StreamBatchResult:
+            reply = answer()
+            if reply[0] == "records_needed":
+                reply = self._call(*script_input(True))
+            return self._stream_result(items, new_offset, reply)
+
+        return result
+
+    def _stream_result(
+        self, items: Sequence[PendingDelivery | MalformedCommand], new_offset: str, reply: Any
+    ) -> StreamBatchResult:
         if reply[0] == "offset_moved":
             return StreamBatchResult(True, reply[1])
+        if reply[0] != "ok":
+            raise StoreInvariantBroken(f"stream batch refused: {reply[0]}")
         results = []
         for item, verdict in zip(items, reply[1], strict=True):
             entry_id = item.stream_entry_id
@@ -176,6 +182,44 @@ class RedisDeliveryStore:
                 )
         return StreamBatchResult(False, new_offset, tuple(results))
 
+    def _stream_call(
+        self,
+        stream: str,
+        items: Sequence[PendingDelivery | MalformedCommand],
+        now: int,
+        *,
+        with_records: bool,
+    ) -> _ScriptCall:
+        call = _ScriptCall()
+        for item in items:
+            if isinstance(item, MalformedCommand):
+                call.add(
+                    "malformed",
+                    [
+                        self._keys.malformed_command(item.stream_entry_id),
+                        self._keys.index_malformed(),
+                    ],
+                    self._malformed_block(stream, item.stream_entry_id, item.raw_fields, now, item),
+                )
+            elif with_records:
+                malformed = self._malformed_block(
+                    stream, item.stream_entry_id, item.raw_fields(), now, None
+                )
+                self._add_acceptance(
+                    call,
+                    item.delivery,
+                    item.first_attempt,
+                    item.fingerprint,
+                    item.outcome,
+                    "record",
+                    (item.stream_entry_id, malformed),
+                )
+            else:
+                self._add_acceptance(
+                    call, item.delivery, item.first_attempt, item.fingerprint, item.outcome, "ask"
+                )
+        return call
+
     # -- internals ----------------------------------------------------------------------
 
     def _add_acceptance(
@@ -185,7 +229,8 @@ class RedisDeliveryStore:
         first_attempt: Attempt | None,
         fingerprint: str,
         outcome: str,
-        record_conflict_as: tuple[str, list[str | int]] | None,
+        on_conflict: str,  # "report", "ask" or "record" (see accept_batch.lua)
+        record_conflict_as: tuple[str, list[str | int]] | None = None,
     ) -> None:
         k = self._keys
         index_keys = [
@@ -218,11 +263,11 @@ class RedisDeliveryStore:
             self._delivery_ttl_ms if born_terminal else 0,
             first_attempt.scheduled_for_ms if first_attempt else "",
             outcome,
-            "record" if record_conflict_as is not None else "report",
+            on_conflict,
             len(delivery_fields),
-            *_flatten(delivery_fields),
+            *chain.from_iterable(delivery_fields.items()),
             len(attempt_fields),
-            *_flatten(attempt_fields),
+            *chain.from_iterable(attempt_fields.items()),
         ]
         if record_conflict_as is not None:
             args += record_conflict_as[1]
@@ -250,10 +295,71 @@ class RedisDeliveryStore:
     def _run(
         self, call: _ScriptCall, *, offset_key: str | None, expected_offset: str, new_offset: str
     ) -> Any:
-        keys = ([offset_key] if offset_key else []) + call.keys
-        args = ["1" if offset_key else "0", expected_offset, new_offset, call.count, *call.entries]
+        return self._call(*_script_input(call, offset_key, expected_offset, new_offset))
+
+    def _call(self, keys: list[str], args: list[str | int]) -> Any:
+        return self._send(keys, args)()
+
+    def _send(self, keys: list[str], args: list[str | int]) -> Callable[[], Any]:
+        """Send one script call and return at once; the result waits for its answer.
+
+        A pipeline of one, by hand: the connection stays out of the pool
+        until the answer is read. On any failure it is dropped, since an
+        answer may still be on its way. A server that lost the script
+        (``NOSCRIPT``) gets it again through the registered script. Also
+        the way every acceptance is sent: it skips the layers of redis-py's
+        generic command path, which cost the REST intake more than
+        building the call does.
+        """
+        pool = self._client.connection_pool
         with translate_errors():
-            return self._accept_batch(keys=keys, args=args)
+            connection: Any = pool.get_connection()
+            try:
+                packed = _pack(("EVALSHA", self._accept_batch.sha, len(keys), *keys, *args))
+                try:
+                    connection.send_packed_command(packed)
+                except redis.ConnectionError:
+                    # Dropped while it sat in the pool (nothing was run): once
+                    # more on a fresh connection, as the client's retry would.
+                    connection.disconnect()
+                    connection.send_packed_command(packed)
+            except BaseException:
+                connection.disconnect()
+                pool.release(connection)
+                raise
+
+        def answer() -> Any:
+            try:
+                with translate_errors():
+                    reply = connection.read_response()
+            except redis.exceptions.NoScriptError:
+                pool.release(connection)
+                with translate_errors():
+                    return self._accept_batch(keys=keys, args=args)
+            except BaseException:
+                connection.disconnect()
+                pool.release(connection)
+                raise
+            pool.release(connection)
+            return reply
+
+        return answer
+
+
+def _pack(command: tuple[str | int, ...]) -> list[bytes]:
+    """The command in RESP, by hiredis (a dependency of the layer) directly:
+    redis-py's packer first copies every argument, which costs as much
+    again for a batch's thousands of arguments."""
+    return [hiredis.pack_command(cast(Any, command))]  # its stub takes 1-tuples only
+
+
+def _script_input(
+    call: _ScriptCall, offset_key: str | None, expected_offset: str, new_offset: str
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of one ``accept_batch.lua`` call."""
+    keys = ([offset_key] if offset_key else []) + call.keys
+    args = ["1" if offset_key else "0", expected_offset, new_offset, call.count, *call.entries]
+    return keys, args
 
 
 def _ms(value: timedelta) -> int:
@@ -261,4 +367,4 @@ def _ms(value: timedelta) -> int:
 
 
 def _flatten(fields: dict[str, str]) -> list[str]:
-    return [part for pair in fields.items() for part in pair]
+    return list(chain.from_iterable(fields.items()))

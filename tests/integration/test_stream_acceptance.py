@@ -1,0 +1,165 @@
+"""Stream acceptance against a real redis-server: conflicts, lean calls, connections.
+
+A batch goes to ``accept_batch.lua`` without the malformed-record blocks of
+its deliveries (building their redacted raw fields is the costliest part of
+an entry); the script writes nothing and asks for them when one conflicts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+
+import pytest
+import redis
+
+import mailcore.services.stream_intake as stream_intake_module
+from mailcore.contracts.stream import CommandLimits, RawFields, redacted_raw_fields
+from mailcore.ports import EntryVerdict, StreamEntry
+from mailcore.services.stream_intake import StreamIntake
+from mailcore.store.keys import RedisKeys
+from mailcore.store.redis_store import RedisDeliveryStore
+from tests.support.commands import STREAM, command, template_payload
+from tests.support.fakes import FixedClock
+from tests.support.store_invariants import count_deliveries, find_partial_state
+
+KEYS = RedisKeys()
+SECRET = "tok-SECRET-7781"  # a secret template variable of template_payload()
+
+
+def entry(number: int, entry_id: str | None = None, **overrides: object) -> StreamEntry:
+    fields = command(number, mode="template", **overrides)  # type: ignore[arg-type]
+    return StreamEntry(
+        entry_id or f"1-{number}",
+        tuple((name.encode(), value.encode()) for name, value in fields.items()),
+    )
+
+
+def changed(number: int, entry_id: str) -> StreamEntry:
+    """Command ``number`` again, same keys, different content (with a file)."""
+    payload = template_payload(
+        variables={"name": "Eve", "reset_token": SECRET, "expires_minutes": 5},
+        attachments=[
+            {"filename": "a.pdf", "content_type": "application/pdf", "content_base64": "QUJD" * 9}
+        ],
+    )
+    return entry(number, entry_id, payload=payload)
+
+
+@pytest.fixture
+def redactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts how many entries' raw fields were redacted (built for a malformed record)."""
+    count = [0]
+
+    def counting(raw: RawFields) -> dict[str, str]:
+        count[0] += 1
+        return redacted_raw_fields(raw)
+
+    monkeypatch.setattr(stream_intake_module, "redacted_raw_fields", counting)
+    return count
+
+
+def intake(store: RedisDeliveryStore) -> StreamIntake:
+    return StreamIntake(store, FixedClock(), STREAM, CommandLimits())
+
+
+def record_of(client: redis.Redis, entry_id: str) -> dict[str, str]:
+    return cast(dict[str, str], client.hgetall(KEYS.malformed_command(entry_id)))
+
+
+def test_entries_without_a_conflict_never_have_their_raw_fields_built(
+    store: RedisDeliveryStore, redis_client: redis.Redis, redactions: list[int]
+) -> None:
+    result = intake(store).accept("0-0", [entry(n) for n in range(1, 6)])
+
+    assert [h.verdict for h in result.handled] == [EntryVerdict.CREATED] * 5
+    assert redactions[0] == 0
+    assert count_deliveries(redis_client) == 5
+    assert find_partial_state(redis_client) == []
+    assert redis_client.get(KEYS.stream_offset(STREAM)) == "1-5"
+
+
+def test_a_conflict_with_a_stored_command_is_recorded_with_its_raw_fields_redacted(
+    store: RedisDeliveryStore, redis_client: redis.Redis, redactions: list[int]
+) -> None:
+    # Given command 1 accepted earlier
+    intake(store).accept("0-0", [entry(1)])
+
+    # When a batch brings a new command and command 1's key with other content
+    result = intake(store).accept("1-1", [entry(2, "2-1"), changed(1, "2-2")])
+
+    # Then the new one is created once, the other is an operator-visible record
+    assert [(h.verdict, h.failure_code) for h in result.handled] == [
+        (EntryVerdict.CREATED, None),
+        (EntryVerdict.MALFORMED, "idempotency_conflict"),
+    ]
+    assert redactions[0] > 0  # built only once the script asked for them
+    record = record_of(redis_client, "2-2")
+    assert record["failure_code"] == "idempotency_conflict"
+    assert record["failure_message"] == ("idempotency_key was already used for a different command")
+    assert record["stream_entry_id"] == "2-2"
+    raw = json.loads(record["raw_fields"])
+    assert raw["delivery_id"] == "notif-000001"
+    assert SECRET not in record["raw_fields"]
+    assert "QUJDQUJD" not in record["raw_fields"]
+    assert '"reset_token":"[redacted]"' in raw["payload_json"]
+    assert redis_client.zscore(KEYS.index_malformed(), "2-2") is not None
+    assert not redis_client.exists(KEYS.malformed_command("2-1"))
+    assert count_deliveries(redis_client) == 2
+    assert find_partial_state(redis_client) == []
+    assert redis_client.get(KEYS.stream_offset(STREAM)) == "2-2"
+
+
+def test_conflicts_within_one_batch_are_decided_in_stream_order(
+    store: RedisDeliveryStore, redis_client: redis.Redis
+) -> None:
+    batch = [
+        entry(1, "1-1"),
+        entry(1, "1-2", request_id="retry"),  # the same command again
+        changed(1, "1-3"),  # its key, other content
+        entry(1, "1-4", idempotency_key="another-intent"),  # its delivery id, another key
+        entry(2, "1-5"),
+        entry(3, "1-6", payload_json="{"),  # refused by the decoder
+    ]
+
+    result = intake(store).accept("0-0", batch)
+
+    assert [(h.verdict, h.failure_code, h.delivery_id) for h in result.handled] == [
+        (EntryVerdict.CREATED, None, "notif-000001"),
+        (EntryVerdict.DUPLICATE, None, "notif-000001"),
+        (EntryVerdict.MALFORMED, "idempotency_conflict", None),
+        (EntryVerdict.MALFORMED, "delivery_id_conflict", None),
+        (EntryVerdict.CREATED, None, "notif-000002"),
+        (EntryVerdict.MALFORMED, "invalid_json", None),
+    ]
+    assert record_of(redis_client, "1-6")["failure_code"] == "invalid_json"
+    assert record_of(redis_client, "1-4")["failure_message"] == (
+        "delivery_id already belongs to another delivery"
+    )
+    assert SECRET not in record_of(redis_client, "1-3")["raw_fields"]
+    assert count_deliveries(redis_client) == 2
+    assert find_partial_state(redis_client) == []
+
+
+def test_the_stream_script_is_reloaded_after_the_server_forgets_it(
+    store: RedisDeliveryStore, redis_client: redis.Redis
+) -> None:
+    redis_client.script_flush()
+
+    result = intake(store).accept("0-0", [entry(1), entry(2)])
+
+    assert [h.verdict for h in result.handled] == [EntryVerdict.CREATED] * 2
+    assert find_partial_state(redis_client) == []
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced(
+    store: RedisDeliveryStore, redis_client: redis.Redis
+) -> None:
+    intake(store).accept("0-0", [entry(1)])
+    # The server drops the store's idle connection (restart, idle timeout)
+    redis_client.client_kill_filter(_type="normal", skipme=True)
+
+    result = intake(store).accept("1-1", [entry(2, "2-1")])
+
+    assert [h.verdict for h in result.handled] == [EntryVerdict.CREATED]
+    assert count_deliveries(redis_client) == 2
