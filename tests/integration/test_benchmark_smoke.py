@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import smtplib
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from bench._support import SinkKind, smtp_sink, smtp_sink_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +70,49 @@ def test_the_benchmarks_write_their_figures_as_json(tmp_path: Path) -> None:
     target = tmp_path / "figures.json"
     run_bench("bench/stream_intake.py", "--commands", "200", "--json", str(target))
     assert '"commands_per_second"' in target.read_text()
+
+
+def test_the_end_to_end_benchmark_runs_and_prints_its_figures(tmp_path: Path) -> None:
+    target = tmp_path / "end_to_end.json"
+    output = run_bench(
+        "bench/end_to_end.py",
+        *("--deliveries", "40", "--workers", "2", "--no-install", "--json", str(target)),
+    )
+    assert "end to end: 40 deliveries SMTP-accepted in" in output
+    assert "40 sent in Redis; 40 messages at the sink" in output
+    assert "deliveries/s with 2 attempt workers" in output
+    assert "baseline (one smtplib connection, no bookkeeping):" in output
+    assert "ratio end to end / baseline:" in output
+    assert '"ratio"' in target.read_text()
+
+
+def test_the_latency_benchmark_runs_and_prints_its_figures(tmp_path: Path) -> None:
+    target = tmp_path / "latency.json"
+    output = run_bench(
+        "bench/latency.py",
+        *("--requests", "20", "--rate", "40", "--warmup", "2", "--no-install"),
+        *("--json", str(target)),
+    )
+    assert "requests: 20 at 40/s (after 2 warm-up requests), accepted: 20, at the sink: 20" in (
+        output
+    )
+    assert "accept → at sink: p50" in output
+    assert '"p99_ms"' in target.read_text()
+
+
+@pytest.mark.parametrize("kind", ["smtp-sink", "aiosmtpd"])
+def test_the_smtp_sinks_count_messages_and_record_their_arrival(kind: SinkKind) -> None:
+    if kind == "smtp-sink" and smtp_sink_binary(install=False) is None:
+        pytest.skip("postfix's smtp-sink is not installed (make bench installs it)")
+    with smtp_sink(kind, dump=True, install=False) as sink:
+        assert sink.kind == kind
+        before = time.time()
+        with smtplib.SMTP(sink.host, sink.port, local_hostname="test.localhost") as client:
+            for number in range(3):
+                message = f"Message-ID: <dlv-{number}@mail.test>\r\nSubject: hi\r\n\r\nbody\r\n"
+                client.sendmail("from@mail.test", ["to@example.com"], message)
+        assert sink.wait_for(3, timeout=10) is not None
+        arrivals = sink.arrivals()
+    assert set(arrivals) == {"dlv-0", "dlv-1", "dlv-2"}
+    # The file times come from the kernel's coarse clock: allow it a little slack.
+    assert all(before - 0.05 <= arrived <= time.time() for arrived in arrivals.values())
