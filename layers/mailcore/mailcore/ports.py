@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from mailcore.contracts.stream import MalformedCommand
+    from mailcore.contracts.malformed import MalformedCommand
 from mailcore.domain.clock import Clock
 from mailcore.domain.ids import IdGenerator
 from mailcore.domain.model import Attempt, Delivery

@@ -12,9 +12,8 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -32,6 +31,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from mailcore.contracts.fields import EmailAddress, Locale
+
+# Re-exported: the decoder answers with these.
+from mailcore.contracts.malformed import FailureCode as FailureCode
+from mailcore.contracts.malformed import MalformedCommand as MalformedCommand
 from mailcore.domain.model import PayloadMode, Source
 
 REQUIRED_FIELDS = (
@@ -48,27 +51,6 @@ ACCEPTED_SOURCES = (Source.NOTIFICATION,)
 MAX_BODY_CHARS = 1024 * 1024
 MAX_RAW_FIELD_CHARS = 1024  # per field, in a malformed-command record
 MAX_VARIABLES = 100
-
-
-class FailureCode(StrEnum):
-    """Why a stream entry became a malformed-command record."""
-
-    INVALID_ENCODING = "invalid_encoding"  # a field name or value is not UTF-8
-    MISSING_FIELD = "missing_field"
-    UNKNOWN_FIELD = "unknown_field"
-    INVALID_FIELD = "invalid_field"  # a top-level field is out of shape
-    UNSUPPORTED_SOURCE = "unsupported_source"
-    UNSUPPORTED_PAYLOAD_MODE = "unsupported_payload_mode"
-    INVALID_JSON = "invalid_json"
-    PAYLOAD_TOO_LARGE = "payload_too_large"
-    INVALID_PAYLOAD = "invalid_payload"  # payload_json decodes but is out of shape
-    INVALID_RECIPIENT = "invalid_recipient"
-    TOO_MANY_RECIPIENTS = "too_many_recipients"
-    INVALID_SUBJECT = "invalid_subject"
-    INVALID_ATTACHMENT = "invalid_attachment"
-    ATTACHMENTS_TOO_LARGE = "attachments_too_large"
-    IDEMPOTENCY_CONFLICT = "idempotency_conflict"  # same key, different command
-    DELIVERY_ID_CONFLICT = "delivery_id_conflict"  # the delivery id is taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,14 +261,6 @@ class DeliveryCommand:
             }
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class MalformedCommand:
-    stream_entry_id: str
-    failure_code: FailureCode
-    message: str
-    raw_fields: Mapping[str, str]  # truncated, with variable values and attachment bytes hidden
 
 
 class _Refused(Exception):

@@ -13,7 +13,7 @@ import hiredis
 import redis
 from redis.commands.core import Script
 
-from mailcore.contracts.stream import MalformedCommand
+from mailcore.contracts.malformed import MalformedCommand
 from mailcore.domain.clock import Clock
 from mailcore.domain.model import Attempt, Delivery
 from mailcore.domain.states import TERMINAL_DELIVERY_STATUSES
