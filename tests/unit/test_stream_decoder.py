@@ -144,3 +144,25 @@ def test_an_oversized_payload_is_refused_before_parsing() -> None:
     refusal = refused(command(1, payload_json=huge), max_attachment_bytes=0)
     assert refusal.failure_code is FailureCode.PAYLOAD_TOO_LARGE
     assert len(refusal.raw_fields["payload_json"]) < 1100
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"to":["a@example.com"],"variables":{"reset_token":"tok-SECRET-1"}',  # cut short
+        '["tok-SECRET-1"]',
+        '"tok-SECRET-1"',
+    ],
+)
+def test_a_payload_that_is_not_a_json_object_is_hidden_from_operators(payload: str) -> None:
+    # Given a stream entry whose payload_json is not a JSON object, carrying a secret
+    fields = {**command(1), "payload_json": payload}
+
+    # When it is decoded
+    result = refused(fields)
+
+    # Then its record shows the payload's size, not its text
+    assert "tok-SECRET-1" not in json.dumps(result.raw_fields)
+    assert result.raw_fields["payload_json"] == (
+        f"[{len(payload)} characters hidden: not a JSON object]"
+    )

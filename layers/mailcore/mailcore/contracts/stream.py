@@ -411,12 +411,16 @@ def redacted_raw_fields(raw: RawFields) -> dict[str, str]:
 
 
 def _redact_payload(text: str) -> str:
+    # A payload that is not a JSON object cannot be told apart into variables
+    # (which may hold secrets) and the rest, so none of it is shown; the
+    # record's failure message says what is wrong with it.
+    hidden = f"[{len(text)} characters hidden: not a JSON object]"
     try:
         document: Any = json.loads(text)
     except (ValueError, RecursionError):  # not JSON, or a number too long to convert
-        return text
+        return hidden
     if not isinstance(document, dict):
-        return text
+        return hidden
     variables = document.get("variables")
     if isinstance(variables, dict):
         # A variable may be a secret (a reset token); a malformed command
