@@ -36,48 +36,27 @@ import json
 import os
 import sys
 import threading
-import types
 import warnings
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _skip_cfn_lint() -> None:
-    """The local stack's modules import cfn-lint's template decoder (about 1 s) at their top.
-
-    Only ``SamTemplate.load`` uses it, and these processes get what they need
-    from the template from the parent, so they get a stand-in instead.
-    """
-    if "cfnlint.decode" in sys.modules:
-        return
-    stand_in = types.ModuleType("cfnlint.decode")
-
-    def decode(*args: Any, **kwargs: Any) -> NoReturn:
-        raise RuntimeError("bench/_lambda_instance.py does not read template.yaml")
-
-    stand_in.decode = decode  # type: ignore[attr-defined]
-    sys.modules["cfnlint.decode"] = stand_in
-
-
-if __name__ == "__main__":
-    _skip_cfn_lint()
-
-from scripts.local_stack.attempt_queue import LocalSqs, WorkerPump, sqs_client  # noqa: E402
-from scripts.local_stack.lambda_runtime import (  # noqa: E402
+from scripts.local_stack.attempt_queue import LocalSqs, WorkerPump, sqs_client
+from scripts.local_stack.lambda_runtime import (
     load_function,
     put_code_on_path,
     region,
 )
-from scripts.local_stack.sam_template import (  # noqa: E402
+from scripts.local_stack.sam_template import (
     EVERY_MINUTE_S,
     FunctionSpec,
     QueueSpec,
     SamTemplate,
     Schedule,
 )
-from scripts.local_stack.schedules import ScheduledRunner  # noqa: E402
+from scripts.local_stack.schedules import ScheduledRunner
 
 WORKER = "attempt_worker"
 QUEUE_ARN = "BENCH_ATTEMPT_QUEUE_ARN"  # the worker's event source (the event's eventSourceARN)

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfnlint.decode import decode
-
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
 
@@ -93,6 +91,10 @@ class SamTemplate:
 
     @classmethod
     def load(cls, path: Path = TEMPLATE_PATH) -> SamTemplate:
+        # cfn-lint's decoder (it reads !Ref and friends) costs about a second
+        # to import; only loading the template needs it.
+        from cfnlint.decode import decode
+
         template, problems = decode(str(path))
         if template is None or problems:
             details = "; ".join(str(problem) for problem in problems or [])
