@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import smtplib
+import socketserver
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -522,6 +524,137 @@ class TestConnectionReuse:
         assert classified(result) == ACCEPTED
         assert server.connections == 2
         assert len(server.received) == 2
+
+    def test_a_cleanly_finished_kept_connection_is_reused_without_rset(
+        self, smtp_server: SmtpServerFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # After the answer to DATA the server's state is reset already: no RSET round trip.
+        server = smtp_server(tls="starttls")
+        resets: list[str] = []
+        real_rset = smtplib.SMTP.rset
+
+        def counting_rset(self: smtplib.SMTP) -> tuple[int, bytes]:
+            resets.append("RSET")
+            return real_rset(self)
+
+        monkeypatch.setattr(smtplib.SMTP, "rset", counting_rset)
+        provider = provider_for(server)
+        results = [send(provider, make_delivery(f"dlv_{n}")) for n in range(4)]
+        provider.close()
+
+        assert [classified(r) for r in results] == [ACCEPTED] * 4
+        assert server.connections == 1
+        assert resets == []
+
+    def test_a_421_at_mail_on_a_kept_connection_is_retried_on_a_fresh_one(
+        self, smtp_server: SmtpServerFactory
+    ) -> None:
+        # A server closing the session (too many messages, idle too long) says 421:
+        # nothing of the message was handed over, so a fresh connection takes it.
+        server = smtp_server()
+        provider = provider_for(server)
+        assert classified(send(provider)) == ACCEPTED
+        server.script(Reply(421, "4.7.0 too many messages on this connection", at="mail"))
+
+        result = send(provider)
+        provider.close()
+
+        assert classified(result) == ACCEPTED
+        assert server.connections == 2
+        assert len(server.received) == 2
+
+    def test_a_421_at_mail_on_a_fresh_connection_is_not_retried(
+        self, smtp_server: SmtpServerFactory
+    ) -> None:
+        server = smtp_server()
+        server.script(Reply(421, "4.3.2 closing", at="mail"))
+        result = send(provider_for(server))
+
+        assert classified(result) == TRANSIENT_REJECTED
+        assert result.summary == "sender refused: 421 4.3.2 closing"
+        assert server.connections == 1
+
+    @pytest.mark.parametrize("keep_open", [False, True], ids=["then-hangs-up", "keeps-open"])
+    def test_a_421_sent_while_idle_is_noticed_and_the_send_goes_out_fresh(
+        self, keep_open: bool
+    ) -> None:
+        # A server that announces an idle timeout (421) after the answer to DATA,
+        # as postfix does: the kept connection is not trusted again.
+        with _IdleTimeoutServer(keep_open=keep_open) as server:
+            provider = SmtpProvider(
+                host="127.0.0.1",
+                port=server.port,
+                tls=SmtpTls.NONE,
+                username=None,
+                password_source=lambda: None,
+                timeout=timedelta(seconds=2),
+                verify_certificates=False,
+            )
+            _opened.append(provider)
+            assert classified(send(provider)) == ACCEPTED
+            time.sleep(0.3)  # the 421 (and the hang-up) arrive while idle
+            result = send(provider)
+            provider.close()
+
+            assert classified(result) == ACCEPTED
+            assert server.connections == 2
+            assert server.messages == 2
+            # Noticed before a transaction began on the announced-dead connection.
+            assert b"MAIL" not in server.after_421
+
+
+class _IdleTimeoutServer:
+    """A bare SMTP server that says ``421`` soon after each accepted message."""
+
+    def __init__(self, *, keep_open: bool) -> None:
+        self.keep_open = keep_open
+        self.connections = 0
+        self.messages = 0
+        self.after_421: list[bytes] = []  # the commands a client sent after the 421
+        owner = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                owner.connections += 1
+                said_421 = False
+                self.wfile.write(b"220 idle.test ESMTP\r\n")
+                for line in self.rfile:
+                    verb = line.strip().split(b" ")[0].upper()
+                    if said_421:
+                        owner.after_421.append(verb)
+                    if verb in (b"EHLO", b"HELO"):
+                        self.wfile.write(b"250 idle.test\r\n")
+                    elif verb == b"DATA":
+                        self.wfile.write(b"354 go ahead\r\n")
+                        for data_line in self.rfile:
+                            if data_line == b".\r\n":
+                                break
+                        owner.messages += 1
+                        self.wfile.write(b"250 2.0.0 queued\r\n")
+                        time.sleep(0.1)
+                        self.wfile.write(b"421 4.4.2 idle.test Error: timeout exceeded\r\n")
+                        said_421 = True
+                        if not owner.keep_open:
+                            return
+                    elif verb == b"QUIT":
+                        self.wfile.write(b"221 2.0.0 bye\r\n")
+                        return
+                    elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                        self.wfile.write(b"250 2.0.0 ok\r\n")
+                    else:
+                        self.wfile.write(b"502 5.5.2 unknown command\r\n")
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+
+    def __enter__(self) -> _IdleTimeoutServer:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class TestRedaction:

@@ -19,10 +19,15 @@ a timeout at any stage                                    transient_failure   ti
 ========================================================  ==================  =================
 
 After any failure the connection is dropped, so the next send starts fresh.
-A kept connection that the server closed while idle is noticed (RSET before
-reuse, or a disconnect at MAIL/RCPT) and the send is retried once on a fresh
-connection: nothing of the message had been handed over yet. A disconnect
-during DATA is never retried: the server may have accepted the message.
+A kept connection whose last transaction ended with the server's answer to
+DATA is reused without RSET (the server has reset its state already; RSET
+would only cost a round trip), unless the server sent something while it was
+idle (a 421, or its end of the connection), seen by a zero-timeout poll; then
+RSET says whether it is still usable, and if not a fresh one is opened. A kept
+connection found dead at MAIL or RCPT anyway (a disconnect, or 421: the
+server is closing it) gets the send retried once on a fresh connection:
+nothing of the message had been handed over yet. A disconnect during DATA is
+never retried: the server may have accepted the message.
 
 With ``tls=starttls`` the provider never falls back to plain text: when the
 server does not offer STARTTLS, nothing but EHLO is sent before it hangs up.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import select
 import smtplib
 import ssl
 import time
@@ -39,10 +45,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 
 from mailcore.config import Settings, SmtpTls
 from mailcore.domain.states import AttemptStatus, ProviderOutcome
+from mailcore.mail.mime import WIRE_POLICY
 from mailcore.ports import SendResult
 from mailcore.providers.redaction import redact_summary
 
@@ -106,6 +112,8 @@ class SmtpProvider:
         self._local_hostname = local_hostname
         self._ssl_context: ssl.SSLContext | None = None
         self._connection: smtplib.SMTP | None = None
+        # The kept connection's last transaction ended with the answer to DATA.
+        self._finished_cleanly = False
         # The password last read, kept only to scrub it from summaries.
         self._password_seen: str | None = None
 
@@ -158,6 +166,7 @@ class SmtpProvider:
 
     def close(self) -> None:
         """End of a batch: QUIT politely and close the kept connection, if any."""
+        self._finished_cleanly = False
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -182,7 +191,7 @@ class SmtpProvider:
                 may_retry
                 and progress.reused
                 and progress.stage in _RETRYABLE_STAGES
-                and isinstance(error, smtplib.SMTPServerDisconnected | ConnectionError)
+                and _closed_by_server(error)
             ):
                 # The kept connection died while idle and nothing of this message
                 # was handed over: once more, on a fresh connection.
@@ -191,6 +200,9 @@ class SmtpProvider:
 
     def _ready_connection(self, progress: _Progress) -> smtplib.SMTP:
         connection = self._connection
+        if connection is not None and self._finished_cleanly and not _server_spoke(connection):
+            progress.reused = True
+            return connection
         if connection is not None:
             progress.stage = _RSET
             try:
@@ -252,6 +264,7 @@ class SmtpProvider:
         progress: _Progress,
     ) -> _Verdict:
         progress.stage = _MAIL
+        self._finished_cleanly = False
         options = (
             ["BODY=8BITMIME"] if not payload.isascii() and connection.has_extn("8bitmime") else []
         )
@@ -272,6 +285,7 @@ class SmtpProvider:
         code, reply = connection.data(payload)
         if not 200 <= code < 300:
             raise smtplib.SMTPDataError(code, reply)
+        self._finished_cleanly = True
         summary = _reply(code, reply)
         if refused:
             summary += f"; refused {len(refused)} of {len(recipients)} recipients: " + ", ".join(
@@ -303,6 +317,7 @@ class SmtpProvider:
         return self._ssl_context
 
     def _drop(self) -> None:
+        self._finished_cleanly = False
         connection, self._connection = self._connection, None
         if connection is not None:
             _close_quietly(connection)
@@ -385,13 +400,43 @@ class SmtpProvider:
         return _Verdict(transient, failed, f"SMTP error during {stage}: {error}")
 
 
+def _closed_by_server(error: Exception) -> bool:
+    """The server hung up, or said it is about to (421), so the connection is gone."""
+    if isinstance(error, smtplib.SMTPServerDisconnected | ConnectionError):
+        return True
+    return isinstance(error, smtplib.SMTPResponseException) and error.smtp_code == 421
+
+
+def _server_spoke(connection: smtplib.SMTP) -> bool:
+    """Whether an idle connection has anything to read: a 421, a TLS alert or EOF.
+
+    A server has nothing to say between transactions, so any of these means
+    the connection needs a closer look (RSET) before it is trusted again.
+    """
+    sock = connection.sock
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll() on this platform: look closer
+        return True
+
+
 def _wire_bytes(message: EmailMessage) -> bytes:
-    """The message as transmitted: CRLF line ends, and never a Bcc header."""
+    """The message as transmitted: CRLF line ends, and never a Bcc header.
+
+    Written with WIRE_POLICY: the headers build_message encoded go out as they
+    are; any other message is written as email.policy.SMTP would write it.
+    """
     if "Bcc" in message or "Resent-Bcc" in message:
         message = copy.copy(message)  # like smtplib.send_message: the caller's stays intact
         del message["Bcc"]
         del message["Resent-Bcc"]
-    return message.as_bytes(policy=SMTP_POLICY)
+    return message.as_bytes(policy=WIRE_POLICY)
 
 
 def _reply(code: int, text: bytes | str) -> str:
