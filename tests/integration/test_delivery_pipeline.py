@@ -558,3 +558,26 @@ def test_recording_an_outcome_again_with_the_same_claim_answers_completed_and_ch
     assert (again.completed, again.status) == (True, "queued")
     assert {key: redis_client.dump(key) for key in redis_client.keys("*")} == before
     assert not redis_client.exists(KEYS.attempt(delivery_id, 3))
+
+
+def test_a_delivery_whose_headers_would_be_unsafe_fails_without_sending(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given a queued delivery whose stored recipient carries a line break
+    # (written past the intake's validation, as a corrupted record would be)
+    provider = StubProvider()
+    pipeline = make_pipeline(provider)
+    delivery_id = accept_login_code(pipeline)
+    redis_client.hset(
+        KEYS.delivery(delivery_id), "to", json.dumps(["ada@example.com\r\nBcc: eve@example.com"])
+    )
+
+    # When a worker takes its attempt
+    reports = pipeline.work()
+
+    # Then the delivery fails like a render failure: nothing sent, no retry, no crash
+    assert [(r.outcome, r.status) for r in reports] == [("render_failed", "failed")]
+    assert provider.sent == []
+    assert delivery(redis_client, delivery_id)["status"] == "failed"
+    assert attempt(redis_client, delivery_id, 1)["status"] == "provider_rejected"
+    assert "eve@example.com" not in json.dumps(attempt(redis_client, delivery_id, 1))

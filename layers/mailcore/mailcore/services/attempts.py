@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.message import EmailMessage
 
 from mailcore.domain.model import Delivery
 from mailcore.domain.states import AttemptStatus
@@ -105,6 +106,7 @@ class AttemptExecutor:
 
         try:
             rendered = self._render(claim, delivery)
+            message = self._build(delivery, rendered)
         except RenderError as error:
             started = self._store.start(
                 claim, self._clock.now_ms(), rendered=False, failure_summary=str(error)
@@ -131,14 +133,6 @@ class AttemptExecutor:
             ),
         )
 
-        message = build_message(
-            delivery,
-            rendered.subject,
-            rendered.text_body,
-            rendered.html_body,
-            self._sender,
-            now=datetime.fromtimestamp(self._clock.now_ms() / 1000, tz=UTC),
-        )
         with self._tracing.in_subsegment(Subsegment.PROVIDER_SEND) as segment:
             _annotate(segment, claim, delivery)
             result = self._provider.send(
@@ -178,6 +172,24 @@ class AttemptExecutor:
                 if delay is None:
                     raise
                 self._sleep(delay)
+
+    def _build(self, delivery: Delivery, rendered: RenderedMessage) -> EmailMessage:
+        try:
+            return build_message(
+                delivery,
+                rendered.subject,
+                rendered.text_body,
+                rendered.html_body,
+                self._sender,
+                now=datetime.fromtimestamp(self._clock.now_ms() / 1000, tz=UTC),
+            )
+        except ValueError:
+            # A header that would be unsafe (a line break, a control character)
+            # fails the delivery like a render failure: retrying cannot fix it.
+            # The error's text may quote the value, so it is not kept.
+            raise RenderError(
+                "render_failed", "the message cannot be built: a header value is not allowed"
+            ) from None
 
     def _render(self, claim: ClaimedAttempt, delivery: Delivery) -> RenderedMessage:
         with self._tracing.in_subsegment(Subsegment.RENDER) as segment:
