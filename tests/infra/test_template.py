@@ -149,6 +149,25 @@ def test_the_attempt_worker_reports_partial_batch_failures_with_bounded_concurre
     assert variables["MAIL_ATTEMPT_WORKER_CONCURRENCY"] == {"Ref": "AttemptWorkerConcurrency"}
 
 
+def test_the_bound_on_claims_in_flight_is_a_parameter_empty_by_default() -> None:
+    # Every function gets it (the intakes, the poller and the scheduler claim)
+    variables = GLOBAL_FUNCTION["Environment"]["Variables"]
+    assert variables["MAIL_MAX_CLAIMS_IN_FLIGHT"] == {"Ref": "MaxClaimsInFlight"}
+    parameter = TEMPLATE["Parameters"]["MaxClaimsInFlight"]
+    # Empty is unset: the functions derive it from the workers (50 per worker)
+    assert parameter["Default"] == ""
+    base = {"MAIL_REDIS_ADDR": "x:1", "MAIL_ATTEMPT_WORKER_CONCURRENCY": "4"}
+    assert Settings.from_environ({**base, "MAIL_MAX_CLAIMS_IN_FLIGHT": ""}).claims_in_flight_bound
+    # CloudFormation refuses what the functions would refuse at cold start
+    pattern = re.compile(parameter["AllowedPattern"])
+    for value in ("10", "200", "1000000"):
+        assert pattern.fullmatch(value)
+        settings = Settings.from_environ({**base, "MAIL_MAX_CLAIMS_IN_FLIGHT": value})
+        assert settings.claims_in_flight_bound == int(value)
+    for value in ("0", "9", "010", "-5", "many", " 200"):
+        assert not pattern.fullmatch(value), value
+
+
 @pytest.mark.parametrize("function", ["SchedulerFunction", "StreamPollerFunction"])
 def test_looping_functions_are_ticked_every_minute_and_outlive_the_tick(function: str) -> None:
     properties = FUNCTIONS[function]

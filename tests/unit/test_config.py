@@ -99,6 +99,8 @@ def test_an_empty_value_counts_as_unset() -> None:
         ("MAIL_MAX_RECIPIENTS", "5000", "less than or equal to 1000"),
         ("MAIL_MAX_SUBJECT_CHARS", "1000", "less than or equal to 998"),
         ("MAIL_STREAM_BLOCK_TIMEOUT", "2", "invalid duration"),
+        ("MAIL_MAX_CLAIMS_IN_FLIGHT", "9", "greater than or equal to 10"),
+        ("MAIL_MAX_CLAIMS_IN_FLIGHT", "lots", "valid integer"),
     ],
 )
 def test_an_invalid_value_fails_fast_naming_the_variable(
@@ -171,6 +173,7 @@ def test_variable_names_list_every_setting() -> None:
         "MAIL_ATTEMPT_TTL",
         "MAIL_ATTEMPT_QUEUE_URL",
         "MAIL_ATTEMPT_WORKER_CONCURRENCY",
+        "MAIL_MAX_CLAIMS_IN_FLIGHT",
         "MAIL_SCHEDULER_POLL_INTERVAL",
         "AWS_XRAY_DAEMON_ADDRESS",
     ]
@@ -193,3 +196,20 @@ def test_other_aws_variables_are_not_settings() -> None:
     )
     assert "AWS_REGION" not in Settings.variable_names()
     assert settings == Settings.from_environ(MINIMAL)
+
+
+def test_claims_in_flight_are_bounded_at_50_per_worker_unless_set() -> None:
+    # Given the default fleet, a larger one, and an explicit bound
+    default = Settings.from_environ(MINIMAL)
+    larger = Settings.from_environ({**MINIMAL, "MAIL_ATTEMPT_WORKER_CONCURRENCY": "20"})
+    explicit = Settings.from_environ(
+        {**MINIMAL, "MAIL_ATTEMPT_WORKER_CONCURRENCY": "20", "MAIL_MAX_CLAIMS_IN_FLIGHT": "300"}
+    )
+    empty = Settings.from_environ({**MINIMAL, "MAIL_MAX_CLAIMS_IN_FLIGHT": ""})
+
+    # Then unset, the bound follows the workers; set, it is what was set
+    assert default.max_claims_in_flight is None
+    assert default.claims_in_flight_bound == 4 * 50
+    assert larger.claims_in_flight_bound == 20 * 50
+    assert explicit.claims_in_flight_bound == 300
+    assert empty.claims_in_flight_bound == 200

@@ -1,4 +1,4 @@
-"""The fast path's dispatch is best effort: a Redis failure leaves the work to the scheduler."""
+"""Dispatch: best effort on the fast path, and bounded except for the auth intake's."""
 
 from __future__ import annotations
 
@@ -18,8 +18,23 @@ class _UnreachableStore:
 
 
 class _ClaimingStore:
-    def claim(self, ids: list[str], now: int, deadline: int) -> list[ClaimedAttempt]:
-        return [ClaimedAttempt(delivery_id, 1, f"token-{delivery_id}") for delivery_id in ids]
+    """Claims every candidate, up to the bound it is given (as claim.lua does)."""
+
+    def __init__(self, in_flight: int = 0, due: Sequence[str] = ()) -> None:
+        self.in_flight = in_flight
+        self.due = list(due)
+        self.bounds: list[int | None] = []
+
+    def claim(
+        self, ids: list[str], now: int, deadline: int, max_in_flight: int | None = None
+    ) -> list[ClaimedAttempt]:
+        self.bounds.append(max_in_flight)
+        room = len(ids) if max_in_flight is None else max(0, max_in_flight - self.in_flight)
+        self.in_flight += min(room, len(ids))
+        return [ClaimedAttempt(d, 1, f"token-{d}") for d in ids[:room]]
+
+    def due_delivery_ids(self, now: int, limit: int) -> list[str]:
+        return self.due[:limit]
 
     def release(self, claims: list[ClaimedAttempt], now: int) -> int:
         return len(claims)
@@ -35,8 +50,8 @@ class _Queue:
         return list(claims) if self.refuse else []
 
 
-def dispatcher(store: Any, queue: _Queue) -> Dispatcher:
-    return Dispatcher(store, queue, FixedClock(), timedelta(seconds=45))
+def dispatcher(store: Any, queue: _Queue, bound: int | None = None) -> Dispatcher:
+    return Dispatcher(store, queue, FixedClock(), timedelta(seconds=45), bound)
 
 
 def test_dispatch_soon_counts_what_reached_the_queue() -> None:
@@ -53,3 +68,38 @@ def test_dispatch_soon_never_raises_when_redis_is_down() -> None:
     queue = _Queue()
     assert dispatcher(_UnreachableStore(), queue).dispatch_soon(["a"]) == 0
     assert queue.sent == []
+
+
+def test_the_stream_fast_path_and_the_scheduler_claim_within_the_bound() -> None:
+    # Given a bound of 10 with 7 claims already in flight, and 5 deliveries due
+    store = _ClaimingStore(in_flight=7, due=["d1", "d2", "d3", "d4", "d5"])
+    queue = _Queue()
+    bounded = dispatcher(store, queue, bound=10)
+
+    # When the fast path offers two, and the scheduler then polls for the rest
+    fast = bounded.dispatch_soon(["n1", "n2"])
+    due = bounded.dispatch_due(40)
+
+    # Then the store was asked to stay within the bound each time: 3 claims in all
+    assert store.bounds == [10, 10]
+    assert (fast, due.claimed) == (2, 1)
+    assert [c.delivery_id for c in queue.sent] == ["n1", "n2", "d1"]
+
+
+def test_the_auth_fast_path_dispatches_past_the_bound() -> None:
+    # Given a dispatcher whose bound is reached
+    store = _ClaimingStore(in_flight=10)
+    queue = _Queue()
+
+    # When a login code is dispatched unbounded
+    queued = dispatcher(store, queue, bound=10).dispatch_soon(["login"], bounded=False)
+
+    # Then it goes to the queue: no bound was passed to the store
+    assert queued == 1
+    assert store.bounds == [None]
+
+
+def test_a_dispatcher_without_a_bound_claims_everything_due() -> None:
+    store = _ClaimingStore(in_flight=1_000)
+    assert dispatcher(store, _Queue()).dispatch_soon(["a", "b"]) == 2
+    assert store.bounds == [None]

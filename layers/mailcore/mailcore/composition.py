@@ -85,7 +85,13 @@ def build_dispatcher(
     if not settings.attempt_queue_url:
         return None
     queue = SqsAttemptQueue(sqs_client or sqs_client_from_environment(), settings.attempt_queue_url)
-    return Dispatcher(build_attempt_store(settings, client), queue, clock, settings.claim_timeout)
+    return Dispatcher(
+        build_attempt_store(settings, client),
+        queue,
+        clock,
+        settings.claim_timeout,
+        max_claims_in_flight=settings.claims_in_flight_bound,
+    )
 
 
 def build_auth_intake(settings: Settings, sqs_client: Any = None) -> AuthIntake:

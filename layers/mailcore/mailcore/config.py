@@ -32,6 +32,13 @@ from mailcore.durations import parse_duration
 # Variables Lambda sets that the functions read as settings, besides MAIL_*.
 PLATFORM_VARIABLES = frozenset({"AWS_XRAY_DAEMON_ADDRESS"})
 TRACE_HEADER_VARIABLE = "_X_AMZN_TRACE_ID"
+# Default bound on claims in flight, per attempt worker. A worker takes
+# batches of 10 from the queue, so this keeps four more batches waiting for
+# it (it never idles between two scheduler polls), while the last of them
+# waits at most 50 / (sends per second) for a worker: 25 s at two sends a
+# second, a few seconds at a normal SMTP round trip, inside the 45 s claim
+# period that the wait in the queue must not outlast.
+CLAIMS_IN_FLIGHT_PER_WORKER = 50
 
 
 class ConfigError(ValueError):
@@ -281,6 +288,21 @@ class Settings(BaseModel):
         description="Attempt workers running at once (the queue's MaximumConcurrency); "
         "the scheduler keeps at most 10 claims per worker in flight per poll.",
     )
+    max_claims_in_flight: int | None = Field(
+        default=None,
+        ge=10,
+        le=1_000_000,
+        alias="MAIL_MAX_CLAIMS_IN_FLIGHT",
+        description="Most claimed attempts outstanding at once (handed to the attempt queue "
+        "and not yet finished). The scheduler and the stream poller's fast path claim only "
+        "below it; the rest waits in the schedule, so a burst queues in Redis, not in SQS "
+        "where claims would expire. Unset: 50 per attempt worker "
+        "(200 with the default 4 workers), enough that workers never wait for "
+        "the scheduler, and few enough that a worker sending two messages a second reaches "
+        "the last of them within about 25 s, well inside a claim period (MAIL_SMTP_TIMEOUT + "
+        "30s). If you set it, keep it below what the workers send in half a claim period. Login "
+        "codes from the intake API are never held back by it.",
+    )
     scheduler_poll_interval: Duration = Field(
         default=timedelta(milliseconds=250),
         alias="MAIL_SCHEDULER_POLL_INTERVAL",
@@ -316,6 +338,13 @@ class Settings(BaseModel):
     def claim_timeout(self) -> timedelta:
         """How long a claimed attempt belongs to its worker before recovery takes it back."""
         return self.smtp_timeout + timedelta(seconds=30)
+
+    @property
+    def claims_in_flight_bound(self) -> int:
+        """MAIL_MAX_CLAIMS_IN_FLIGHT, or its default: CLAIMS_IN_FLIGHT_PER_WORKER per worker."""
+        if self.max_claims_in_flight is not None:
+            return self.max_claims_in_flight
+        return self.attempt_worker_concurrency * CLAIMS_IN_FLIGHT_PER_WORKER
 
     @property
     def redis_host(self) -> str:

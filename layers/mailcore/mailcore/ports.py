@@ -264,7 +264,11 @@ class AttemptStore(Protocol):
     def due_delivery_ids(self, now_ms: int, limit: int) -> list[str]: ...
 
     def claim(
-        self, delivery_ids: Sequence[str], now_ms: int, deadline_ms: int
+        self,
+        delivery_ids: Sequence[str],
+        now_ms: int,
+        deadline_ms: int,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedAttempt]: ...
 
     def release(self, claims: Sequence[ClaimedAttempt], now_ms: int) -> int: ...

@@ -55,6 +55,7 @@ class Metric(StrEnum):
     STALE_INDEX_MEMBERS_REMOVED = "StaleIndexMembersRemoved"
     SCHEDULE_DEPTH = "AttemptScheduleDepth"
     OLDEST_SCHEDULED_AGE = "AttemptScheduleOldestAge"
+    CLAIMS_IN_FLIGHT = "AttemptClaimsInFlight"
 
 
 _OUTCOME_METRICS = {
@@ -227,3 +228,6 @@ class SchedulerTelemetry(_StoreTrouble):
         self._metrics.add_metric(
             Metric.OLDEST_SCHEDULED_AGE, MetricUnit.Milliseconds, stats.oldest_due_age_ms
         )
+        # Claimed attempts not finished yet; the bounded dispatchers keep it
+        # at or below MAIL_MAX_CLAIMS_IN_FLIGHT (login codes may go past it).
+        self._metrics.add_metric(Metric.CLAIMS_IN_FLIGHT, MetricUnit.Count, stats.claimed)

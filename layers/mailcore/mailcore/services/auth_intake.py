@@ -106,8 +106,13 @@ class AuthIntake:
             raise IdempotencyConflict(Source.AUTHSESSION)
         dispatched = False
         if result.created and first_attempt is not None and self._dispatcher is not None:
-            # A login code never waits for a scheduler tick.
-            dispatched = self._dispatcher.dispatch_soon([result.delivery_id]) == 1
+            # A login code never waits for a scheduler tick, nor behind a
+            # notification backlog: this fast path ignores the bound on claims
+            # in flight (MAIL_MAX_CLAIMS_IN_FLIGHT). It is one delivery per
+            # request, so it can only go past the bound by the number of login
+            # codes arriving during a burst, and the bounded dispatchers claim
+            # nothing more until the workers are back below it.
+            dispatched = self._dispatcher.dispatch_soon([result.delivery_id], bounded=False) == 1
         return AuthAcceptance(
             delivery_id=result.delivery_id,
             outcome=AcceptanceOutcome(result.outcome),

@@ -140,6 +140,8 @@ class OperatorService:
         if not result.fingerprint_matches:
             raise IdempotencyConflict(Source.OPERATOR_RESEND)
         if result.created and self._dispatcher is not None:
+            # Within the bound on claims in flight: a script resending many
+            # deliveries must not flood the queue (the scheduler sends the rest).
             self._dispatcher.dispatch_soon([clone.delivery_id])
         return Resent(self.get_delivery(result.delivery_id), replayed=not result.created)
 

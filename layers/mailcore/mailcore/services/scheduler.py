@@ -13,6 +13,9 @@ from mailcore.services.dispatch import Dispatcher
 from mailcore.services.leased import run_under_lease
 
 RECOVERY_INTERVAL_MS = 30_000
+# Expired claims taken back per script call; a recovery loops over such
+# batches until none that expired is left (or the invocation's time is up).
+RECOVERY_BATCH = 100
 
 
 class SchedulerObserver(Protocol):
@@ -42,8 +45,10 @@ class Scheduler:
     """One invocation: hold the lease, poll every interval until little time is left.
 
     Each poll claims up to ``claims_per_poll`` due attempts (more at once when
-    a backlog is found, poll after poll without sleeping) and hands them to the
-    workers; every 30 s, and at the start, expired claims are recovered.
+    a backlog is found, poll after poll without sleeping), within the
+    dispatcher's bound on claims in flight, and hands them to the workers.
+    Every 30 s, and at the start, every expired claim is taken back, in
+    batches, renewing the lease between them.
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class Scheduler:
         poll_interval_ms: int,
         claims_per_poll: int,
         reserve_ms: int = 3000,
+        recovery_batch: int = RECOVERY_BATCH,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store = store
@@ -67,6 +73,7 @@ class Scheduler:
         self._poll_interval_ms = poll_interval_ms
         self._claims_per_poll = claims_per_poll
         self._reserve_ms = reserve_ms
+        self._recovery_batch = recovery_batch
         self._sleep = sleep
 
     def run(self, time_left_ms: Callable[[], int]) -> SchedulerReport:
@@ -89,10 +96,9 @@ class Scheduler:
                     return
                 now = self._clock.now_ms()
                 if now >= next_recovery:
-                    recoveries = self._store.recover_expired(now)
-                    report.recovered += len(recoveries)
-                    if recoveries:
-                        self._observer.recovered(recoveries)
+                    if not self._recover(now, time_left_ms, report):
+                        report.stopped_because = "lease lost"
+                        return
                     self._observer.schedule_stats(self._store.stats(now))
                     next_recovery = now + RECOVERY_INTERVAL_MS
                 result = self._dispatcher.dispatch_due(self._claims_per_poll)
@@ -111,3 +117,21 @@ class Scheduler:
             if not busy:
                 self._sleep(self._poll_interval_ms / 1000)
         report.stopped_because = "time is up"
+
+    def _recover(self, now: int, time_left_ms: Callable[[], int], report: SchedulerReport) -> bool:
+        """Take back every claim that expired before ``now``, a batch at a time.
+
+        Stops at the first batch that is not full (nothing more expired, or a
+        claim changed under it: the next recovery sees it), or when the
+        invocation's time is up. The lease is renewed between batches, as
+        between polls; False when it was lost.
+        """
+        while True:
+            recoveries = self._store.recover_expired(now, self._recovery_batch)
+            report.recovered += len(recoveries)
+            if recoveries:
+                self._observer.recovered(recoveries)
+            if len(recoveries) < self._recovery_batch or time_left_ms() <= self._reserve_ms:
+                return True
+            if not self._lease.renew():
+                return False

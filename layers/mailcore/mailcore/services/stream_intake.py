@@ -249,7 +249,11 @@ class StreamIntake:
         return step
 
     def _dispatch_now(self, created: Sequence[str]) -> None:
-        """First attempts go to the workers at once; the scheduler covers any failure."""
+        """First attempts go to the workers at once, while claims in flight are below the bound.
+
+        Acceptance already put them in the schedule, due now: what the bound
+        (or a failure) leaves unclaimed stays there, untouched, for the scheduler.
+        """
         if self._dispatcher is not None and created:
             self._dispatcher.dispatch_soon(created)
 

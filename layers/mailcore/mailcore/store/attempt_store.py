@@ -76,14 +76,24 @@ class RedisAttemptStore:
         return cast(list[str], due)
 
     def claim(
-        self, delivery_ids: Sequence[str], now_ms: int, deadline_ms: int
+        self,
+        delivery_ids: Sequence[str],
+        now_ms: int,
+        deadline_ms: int,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedAttempt]:
+        """Claim those still due; with ``max_in_flight``, only while the claims set is below it.
+
+        The bound is checked inside the claim script, against the claims set
+        itself, so concurrent claimers together never go past it.
+        """
         claimed: list[ClaimedAttempt] = []
+        bound: str | int = "" if max_in_flight is None else max_in_flight
         for start in range(0, len(delivery_ids), MAX_BATCH):
             chunk = delivery_ids[start : start + MAX_BATCH]
             keys = [self._keys.attempt_schedule(), self._keys.claims()]
             keys += [self._keys.delivery(delivery_id) for delivery_id in chunk]
-            args: list[str | int] = [now_ms, deadline_ms]
+            args: list[str | int] = [now_ms, deadline_ms, bound]
             for delivery_id in chunk:
                 args += [delivery_id, secrets.token_urlsafe(18)]
             with translate_errors():

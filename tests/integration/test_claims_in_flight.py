@@ -1,0 +1,316 @@
+"""Backpressure and recovery under a burst, against real Redis and moto SQS.
+
+Claims in flight are bounded (MAIL_MAX_CLAIMS_IN_FLIGHT): the scheduler and
+the stream poller's fast path claim only below the bound, the rest waits in
+the schedule; the auth intake's fast path ignores it. Expired claims are all
+taken back in one recovery, however many there are.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, cast
+
+import pytest
+import redis
+
+from mailcore.composition import (
+    SCHEDULER_LEASE,
+    build_attempt_store,
+    build_delivery_store,
+    build_dispatcher,
+    build_stream_poller,
+)
+from mailcore.config import Settings
+from mailcore.contracts.auth import LoginCodeDeliveryRequest
+from mailcore.domain.clock import SystemClock
+from mailcore.domain.ids import UlidGenerator
+from mailcore.errors import StoreUnavailable
+from mailcore.ports import ScheduleStats
+from mailcore.providers.stub import StubProvider
+from mailcore.services.attempts import AttemptReport
+from mailcore.services.auth_intake import AuthIntake
+from mailcore.services.scheduler import Scheduler
+from mailcore.store.client import build_redis_client
+from mailcore.store.keys import RedisKeys
+from mailcore.store.lease import RedisLease
+from tests.support.commands import STREAM, command, publish
+from tests.support.fakes import SMTP_MODE_ENV
+from tests.support.pipeline import Pipeline
+from tests.support.polling import RecordingObserver, until_drained
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+KEYS = RedisKeys()
+BOUND = 10
+MakePipeline = Callable[..., Pipeline]
+
+
+@pytest.fixture
+def bounded_settings(redis_server: RedisServer, attempt_queue_url: str) -> Settings:
+    return Settings.from_environ(
+        {
+            "MAIL_REDIS_ADDR": redis_server.addr,
+            "MAIL_ATTEMPT_QUEUE_URL": attempt_queue_url,
+            "MAIL_STREAM_BLOCK_TIMEOUT": "100ms",
+            "MAIL_MAX_CLAIMS_IN_FLIGHT": str(BOUND),
+            **SMTP_MODE_ENV,
+        }
+    )
+
+
+@pytest.fixture
+def make_pipeline(bounded_settings: Settings, aws: Any, redis_client: redis.Redis) -> MakePipeline:
+    def make(provider: StubProvider | None = None) -> Pipeline:
+        return Pipeline(bounded_settings, aws, provider or StubProvider())
+
+    return make
+
+
+def accept_without_fast_path(pipeline: Pipeline, count: int) -> list[str]:
+    """``count`` login codes accepted and due, none dispatched (as if the fast path failed)."""
+    intake = AuthIntake(
+        build_delivery_store(pipeline.settings, pipeline.clock),
+        pipeline.clock,
+        UlidGenerator(pipeline.clock),
+        pipeline.settings.smtp_mode,
+    )
+    request = LoginCodeDeliveryRequest(email="ada@example.com", code="482913", locale="en")
+    return [
+        intake.accept_login_code(request, f"burst-{number:05d}").delivery_id
+        for number in range(count)
+    ]
+
+
+def publish_burst(client: redis.Redis, count: int) -> list[str]:
+    for number in range(count):
+        publish(client, command(number))
+    return [f"notif-{number:06d}" for number in range(count)]
+
+
+def run_stream_poller(pipeline: Pipeline, client: redis.Redis) -> None:
+    """One stream_poller invocation until the stream is consumed, fast path included."""
+    poller = build_stream_poller(pipeline.settings, RecordingObserver(), sqs_client=pipeline.sqs)
+    poller.run(until_drained(client, STREAM))
+    # The poller accepted on the real clock; the pipeline's catches up with it.
+    pipeline.clock.now = SystemClock().now_ms()
+
+
+def queued_delivery_ids(pipeline: Pipeline) -> list[str]:
+    """Every message on the attempt queue (received, hidden for the rest of the test)."""
+    found: list[str] = []
+    while batch := pipeline.sqs.receive_message(
+        QueueUrl=pipeline.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=600
+    ).get("Messages", []):
+        found += [json.loads(message["Body"])["delivery_id"] for message in batch]
+    return found
+
+
+def claims(client: redis.Redis) -> int:
+    return int(client.zcard(KEYS.claims()))
+
+
+def scheduled(client: redis.Redis) -> int:
+    return int(client.zcard(KEYS.attempt_schedule()))
+
+
+def drain(pipeline: Pipeline, rounds: int = 50) -> list[AttemptReport]:
+    """Workers and scheduler polls take turns until nothing is queued, claimed or due."""
+    reports: list[AttemptReport] = []
+    client = pipeline.store._client
+    for _ in range(rounds):
+        reports += pipeline.work()
+        pipeline.tick()
+        if not claims(client) and not scheduled(client):
+            return reports
+    raise AssertionError("the pipeline did not drain")
+
+
+def sent_once_each(provider: StubProvider, client: redis.Redis, delivery_ids: list[str]) -> None:
+    message_ids = Counter(str(message["Message-ID"]) for _, _, message in provider.sent)
+    assert len(provider.sent) == len(delivery_ids)
+    assert set(message_ids.values()) == {1}
+    for delivery_id in delivery_ids:
+        record = cast(dict[str, str], client.hgetall(KEYS.delivery(delivery_id)))
+        assert (record["status"], record["attempt_count"]) == ("sent", "1"), delivery_id
+
+
+def test_the_scheduler_never_claims_past_the_bound(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given 30 login codes due and none dispatched, and a bound of 10 claims in flight
+    provider = StubProvider()
+    pipeline = make_pipeline(provider)
+    delivery_ids = accept_without_fast_path(pipeline, 30)
+
+    # When the scheduler polls three times while no worker has finished anything
+    polls = [pipeline.tick() for _ in range(3)]
+
+    # Then it claimed up to the bound and no further: the rest waits, due, in the schedule
+    assert [poll.claimed for poll in polls] == [BOUND, 0, 0]
+    assert claims(redis_client) == BOUND
+    assert scheduled(redis_client) == 30 - BOUND
+    # And once workers finish what was queued, the next poll claims up to the bound again
+    assert len(pipeline.work()) == BOUND
+    assert pipeline.tick().claimed == BOUND
+    # And in the end every one is sent exactly once, with no stale message skipped
+    reports = pipeline.work() + drain(pipeline)
+    assert [r.skipped for r in reports if r.skipped] == []
+    sent_once_each(provider, redis_client, delivery_ids)
+
+
+def test_the_stream_fast_path_stops_at_the_bound_and_the_scheduler_claims_the_rest(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given a burst of 25 stream commands and a bound of 10 claims in flight
+    provider = StubProvider()
+    pipeline = make_pipeline(provider)
+    delivery_ids = publish_burst(redis_client, 25)
+
+    # When the stream poller accepts them, with its fast path
+    run_stream_poller(pipeline, redis_client)
+
+    # Then the fast path dispatched 10 and left 15 due in the schedule, as if it never ran
+    assert claims(redis_client) == BOUND
+    assert len(pipeline.queued_messages()) == BOUND
+    waiting = [d for d in delivery_ids if redis_client.zscore(KEYS.attempt_schedule(), d)]
+    assert len(waiting) == 25 - BOUND
+    for delivery_id in waiting:
+        record = cast(dict[str, str], redis_client.hgetall(KEYS.delivery(delivery_id)))
+        assert record["status"] == "queued"
+        assert not {"claim_token", "claim_deadline_ms", "claims_without_start"} & set(record)
+        attempt = redis_client.hget(KEYS.attempt(delivery_id, 1), "status")
+        assert attempt == "scheduled"
+    # And the scheduler claims nothing more until workers make room
+    assert pipeline.tick().claimed == 0
+
+    # When workers and the scheduler take turns
+    reports = drain(pipeline)
+
+    # Then all 25 are sent exactly once: nothing lost, nothing doubled, nothing skipped
+    assert len(reports) == 25
+    assert [r.skipped for r in reports if r.skipped] == []
+    sent_once_each(provider, redis_client, delivery_ids)
+    assert pipeline.queued_messages() == []
+
+
+def test_the_auth_fast_path_ignores_the_bound(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given a stream burst that filled the claims in flight up to the bound
+    pipeline = make_pipeline()
+    publish_burst(redis_client, 25)
+    run_stream_poller(pipeline, redis_client)
+    assert claims(redis_client) == BOUND
+
+    # When a login code is accepted
+    delivery_id = pipeline.accept_login_code()  # asserts that its fast path dispatched it
+
+    # Then it is claimed and queued at once, past the bound
+    assert redis_client.zscore(KEYS.claims(), delivery_id) is not None
+    assert claims(redis_client) == BOUND + 1
+    assert delivery_id in queued_delivery_ids(pipeline)
+    # And the bounded dispatchers still claim nothing until workers bring it below the bound
+    assert pipeline.tick().claimed == 0
+    assert scheduled(redis_client) == 25 - BOUND
+
+
+class RecordingSchedulerObserver:
+    def __init__(self) -> None:
+        self.recoveries: list[tuple[str, str]] = []
+
+    def recovered(self, recoveries: list[tuple[str, str]]) -> None:
+        self.recoveries += recoveries
+
+    def schedule_stats(self, stats: ScheduleStats) -> None:
+        pass
+
+    def store_unavailable(self, error: StoreUnavailable) -> None:
+        raise AssertionError(f"Redis failed: {error}")
+
+
+def test_one_scheduler_run_takes_back_a_thousand_expired_claims(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given 1,000 first attempts claimed (unbounded) whose messages never reached a worker
+    pipeline = make_pipeline()
+    delivery_ids = accept_without_fast_path(pipeline, 1_000)
+    now = pipeline.clock.now_ms()
+    claimed = pipeline.store.claim(delivery_ids, now, now + 45_000)
+    assert len(claimed) == 1_000
+
+    # When their deadline has passed and one scheduler run starts
+    pipeline.advance(45_001)
+    client = build_redis_client(pipeline.settings)
+    observer = RecordingSchedulerObserver()
+    slept = threading.Event()
+    scheduler = Scheduler(
+        pipeline.store,
+        pipeline.dispatcher,
+        RedisLease(client, KEYS.lease(SCHEDULER_LEASE), timedelta(seconds=11)),
+        observer,
+        pipeline.clock,
+        poll_interval_ms=250,
+        claims_per_poll=40,
+        sleep=lambda _: slept.set(),  # the run ends at its first pause
+    )
+    report = scheduler.run(lambda: 0 if slept.is_set() else 60_000)
+
+    # Then every expired claim was taken back in that run, each due again without a rung used
+    assert report.recovered == 1_000
+    assert sorted(d for d, _ in observer.recoveries) == sorted(delivery_ids)
+    assert {what for _, what in observer.recoveries} == {"rescheduled"}
+    now = pipeline.clock.now_ms()
+    assert redis_client.zcount(KEYS.claims(), "-inf", now - 1) == 0
+    # And the same run dispatched them again, up to the bound
+    assert report.claimed == BOUND
+    assert claims(redis_client) == BOUND
+    assert scheduled(redis_client) == 1_000 - BOUND
+
+
+def test_dispatchers_racing_at_the_bound_never_go_past_it(
+    bounded_settings: Settings, aws: Any, redis_client: redis.Redis
+) -> None:
+    # Given 200 due deliveries, 4 claims already in flight, and eight dispatchers,
+    # each with its own connection, about to claim 25 candidates each at once
+    clock = SystemClock()
+    now = clock.now_ms()
+    delivery_ids = [f"d-{number:03d}" for number in range(200)]
+    for delivery_id in delivery_ids:
+        redis_client.hset(
+            KEYS.delivery(delivery_id), mapping={"status": "queued", "attempt_count": "1"}
+        )
+        redis_client.zadd(KEYS.attempt_schedule(), {delivery_id: now})
+    store = build_attempt_store(bounded_settings)
+    assert len(store.claim(delivery_ids[:4], now, now + 45_000)) == 4
+    dispatchers = [
+        build_dispatcher(bounded_settings, clock, build_redis_client(bounded_settings), aws)
+        for _ in range(8)
+    ]
+    start = threading.Barrier(len(dispatchers))
+    claimed: list[int] = []
+
+    def race(index: int) -> None:
+        dispatcher = dispatchers[index]
+        assert dispatcher is not None
+        candidates = delivery_ids[4 + 24 * index : 4 + 24 * (index + 1)]
+        start.wait()
+        claimed.append(dispatcher.dispatch(candidates).claimed)
+
+    # When they all dispatch at the same moment
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(dispatchers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    # Then together they claimed exactly the room left under the bound
+    assert len(claimed) == len(dispatchers)
+    assert sum(claimed) == BOUND - 4
+    assert claims(redis_client) == BOUND
+    assert scheduled(redis_client) == 200 - BOUND
