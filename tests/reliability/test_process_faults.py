@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -67,12 +67,6 @@ pytestmark = pytest.mark.integration
 KEYS = RedisKeys()
 REGION = "eu-west-1"
 SIGKILLED = -9
-
-
-@pytest.fixture
-def counting_smtp() -> Iterator[CountingSmtpServer]:
-    with CountingSmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +34,6 @@ from mailcore.config import Settings
 from mailcore.contracts.auth import LoginCodeDeliveryRequest
 from mailcore.domain.clock import SystemClock
 from mailcore.domain.ids import UlidGenerator
-from mailcore.errors import StoreUnavailable
-from mailcore.ports import ScheduleStats
 from mailcore.services.auth_intake import AuthIntake
 from mailcore.services.scheduler import SchedulerReport
 from mailcore.services.stream_intake import PollReport
@@ -45,6 +42,7 @@ from tests.support.api_events import body_of
 from tests.support.commands import STREAM, command, publish
 from tests.support.counting_smtp import CountingSmtpServer
 from tests.support.faults import (
+    SchedulerObserver,
     blocked_clients,
     eventually,
     kill_clients,
@@ -63,35 +61,6 @@ from tests.support.store_invariants import count_deliveries, find_partial_state,
 pytestmark = pytest.mark.integration
 
 KEYS = RedisKeys()
-
-
-@pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, AOF with ``appendfsync always``."""
-    server = RedisServer(tmp_path / "redis", durable=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def counting_smtp() -> Iterator[CountingSmtpServer]:
-    with CountingSmtpServer() as server:
-        yield server
-
-
-class SchedulerObserver:
-    def __init__(self) -> None:
-        self.store_errors: list[StoreUnavailable] = []
-
-    def recovered(self, recoveries: list[tuple[str, str]]) -> None:
-        pass
-
-    def schedule_stats(self, stats: ScheduleStats) -> None:
-        pass
-
-    def store_unavailable(self, error: StoreUnavailable) -> None:
-        self.store_errors.append(error)
 
 
 @dataclass

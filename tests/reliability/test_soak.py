@@ -82,7 +82,6 @@ from mailcore.composition import (
 from mailcore.config import Settings
 from mailcore.domain.clock import SystemClock
 from mailcore.errors import StoreUnavailable
-from mailcore.ports import ScheduleStats
 from mailcore.services.attempts import AttemptExecutor, AttemptReport
 from mailcore.services.dispatch import Dispatcher
 from mailcore.services.scheduler import Scheduler
@@ -95,6 +94,7 @@ from tests.support.counting_smtp import CountingSmtpServer
 from tests.support.faults import (
     REPO_ROOT,
     Invoke,
+    SchedulerObserver,
     eventually,
     load_handler,
     login_code_event,
@@ -450,31 +450,6 @@ def used_memory(client: redis.Redis) -> int:
 
 
 # -- the soak ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", durable=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def counting_smtp() -> Iterator[CountingSmtpServer]:
-    with CountingSmtpServer() as server:
-        yield server
-
-
-class SchedulerObserver:
-    def recovered(self, recoveries: list[tuple[str, str]]) -> None:
-        pass
-
-    def schedule_stats(self, stats: ScheduleStats) -> None:
-        pass
-
-    def store_unavailable(self, error: StoreUnavailable) -> None:
-        pass
 
 
 def build_scheduler_on(settings: Settings, clock: ShiftableClock, sqs: Any) -> Scheduler:

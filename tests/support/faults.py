@@ -35,7 +35,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from mailcore.config import Settings
+from mailcore.errors import StoreUnavailable
 from mailcore.mail.mime import message_id_for
+from mailcore.ports import ScheduleStats
 from tests.support.api_events import api_event
 from tests.support.lambda_context import FakeLambdaContext
 
@@ -254,3 +256,19 @@ def running[R: _Report](name: str, run: Callable[[Callable[[], int]], R]) -> Ite
         yield repeating
     finally:
         repeating.stop()
+
+
+class SchedulerObserver:
+    """A scheduler observer that keeps the store errors the loop survived."""
+
+    def __init__(self) -> None:
+        self.store_errors: list[StoreUnavailable] = []
+
+    def recovered(self, recoveries: list[tuple[str, str]]) -> None:
+        pass
+
+    def schedule_stats(self, stats: ScheduleStats) -> None:
+        pass
+
+    def store_unavailable(self, error: StoreUnavailable) -> None:
+        self.store_errors.append(error)
