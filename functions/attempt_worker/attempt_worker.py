@@ -20,9 +20,9 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mailcore.aws.sqs_queue import decode_claim
 from mailcore.composition import build_attempt_executor, build_tracer
 from mailcore.config import load_settings
+from mailcore.contracts.attempt_message import decode_claim
 from mailcore.errors import StoreUnavailable
 from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, AttemptTelemetry
 

@@ -34,9 +34,9 @@ from typing import Any, cast
 import pytest
 import redis
 
-from mailcore.aws.sqs_queue import decode_claim
 from mailcore.composition import build_provider, build_stream_poller, load_catalog, sender_of
 from mailcore.config import Settings
+from mailcore.contracts.attempt_message import decode_claim
 from mailcore.domain.clock import SystemClock
 from mailcore.ports import ClaimedAttempt, StartResult
 from mailcore.services.attempts import AttemptExecutor, AttemptReport

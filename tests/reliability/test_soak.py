@@ -70,7 +70,7 @@ from typing import Any, cast
 import pytest
 import redis
 
-from mailcore.aws.sqs_queue import SqsAttemptQueue, decode_claim
+from mailcore.aws.sqs_queue import SqsAttemptQueue
 from mailcore.composition import (
     SCHEDULER_LEASE,
     build_attempt_store,
@@ -80,6 +80,7 @@ from mailcore.composition import (
     sender_of,
 )
 from mailcore.config import Settings
+from mailcore.contracts.attempt_message import decode_claim
 from mailcore.domain.clock import SystemClock
 from mailcore.errors import StoreUnavailable
 from mailcore.services.attempts import AttemptExecutor, AttemptReport

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailcore.aws.sqs_queue import decode_claim
 from mailcore.composition import (
     build_attempt_store,
     build_delivery_store,
@@ -19,6 +18,7 @@ from mailcore.composition import (
     sender_of,
 )
 from mailcore.config import Settings
+from mailcore.contracts.attempt_message import decode_claim
 from mailcore.contracts.auth import LoginCodeDeliveryRequest
 from mailcore.domain.clock import SystemClock
 from mailcore.domain.ids import UlidGenerator

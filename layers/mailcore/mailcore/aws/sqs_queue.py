@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mailcore.contracts.attempt_message import encode_claim
 from mailcore.ports import ClaimedAttempt
 
 SQS_BATCH_LIMIT = 10  # SendMessageBatch takes at most ten entries
-
-
-def encode_claim(claim: ClaimedAttempt) -> str:
-    return json.dumps(
-        {
-            "delivery_id": claim.delivery_id,
-            "attempt_no": claim.attempt_no,
-            "claim_token": claim.claim_token,
-        },
-        separators=(",", ":"),
-    )
-
-
-def decode_claim(body: str) -> ClaimedAttempt:
-    """Raises ValueError (or KeyError/TypeError) for a body that is not a claim."""
-    data = json.loads(body)
-    if not isinstance(data, dict):
-        raise ValueError("attempt message must be a JSON object")
-    delivery_id, attempt_no, token = data["delivery_id"], data["attempt_no"], data["claim_token"]
-    if not (isinstance(delivery_id, str) and isinstance(token, str)):
-        raise ValueError("delivery_id and claim_token must be strings")
-    if not isinstance(attempt_no, int) or isinstance(attempt_no, bool) or attempt_no < 1:
-        raise ValueError("attempt_no must be a positive integer")
-    return ClaimedAttempt(delivery_id, attempt_no, token)
 
 
 class SqsAttemptQueue:
