@@ -13,15 +13,16 @@ from moto import mock_aws
 from mailcore.composition import build_delivery_store
 from mailcore.config import Settings
 from mailcore.store.client import build_redis_client
+from mailcore.store.partitions import PartitionedDeliveryStore
 from mailcore.store.queries import RedisQueries
 from mailcore.store.redis_store import RedisDeliveryStore
-from tests.support.redis_server import RedisServer
+from tests.support.redis_backend import RedisBackend
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+def redis_client(redis_server: RedisBackend) -> Iterator[redis.Redis]:
     client = redis_server.client()
     client.flushall()
     yield client
@@ -29,14 +30,14 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer, redis_client: redis.Redis) -> Settings:
+def settings(redis_server: RedisBackend, redis_client: redis.Redis) -> Settings:
     return Settings.from_environ(
-        {"MAIL_REDIS_ADDR": redis_server.addr, "MAIL_REDIS_OPERATION_TIMEOUT": "300ms"}
+        {**redis_server.environ(), "MAIL_REDIS_OPERATION_TIMEOUT": "300ms"}
     )
 
 
 @pytest.fixture
-def store(settings: Settings) -> RedisDeliveryStore:
+def store(settings: Settings) -> RedisDeliveryStore | PartitionedDeliveryStore:
     return build_delivery_store(settings)
 
 

@@ -42,7 +42,7 @@ from tests.support.commands import STREAM, command, publish
 from tests.support.fakes import SMTP_MODE_ENV
 from tests.support.pipeline import Pipeline
 from tests.support.polling import RecordingObserver, until_drained
-from tests.support.redis_server import RedisServer
+from tests.support.redis_backend import RedisBackend
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +52,10 @@ MakePipeline = Callable[..., Pipeline]
 
 
 @pytest.fixture
-def bounded_settings(redis_server: RedisServer, attempt_queue_url: str) -> Settings:
+def bounded_settings(redis_server: RedisBackend, attempt_queue_url: str) -> Settings:
     return Settings.from_environ(
         {
-            "MAIL_REDIS_ADDR": redis_server.addr,
+            **redis_server.environ(),
             "MAIL_ATTEMPT_QUEUE_URL": attempt_queue_url,
             "MAIL_STREAM_BLOCK_TIMEOUT": "100ms",
             "MAIL_MAX_CLAIMS_IN_FLIGHT": str(BOUND),

@@ -29,7 +29,7 @@ from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.pipeline import Pipeline
 from tests.support.polling import RecordingObserver, until_drained
-from tests.support.redis_server import RedisServer
+from tests.support.redis_backend import RedisBackend
 from tests.support.smtp_server import Reply, SmtpServerFactory, SmtpTestServer, Stall
 
 KEYS = RedisKeys()
@@ -37,9 +37,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MakePipeline = Callable[[SmtpTestServer], Pipeline]
 
 
-def smtp_environment(redis_addr: str, server: SmtpTestServer, queue_url: str) -> dict[str, str]:
+def smtp_environment(redis: RedisBackend, server: SmtpTestServer, queue_url: str) -> dict[str, str]:
     return {
-        "MAIL_REDIS_ADDR": redis_addr,
+        **redis.environ(),
         "MAIL_SMTP_MODE": "smtp",
         "MAIL_SMTP_ADDR": server.addr,
         "MAIL_SMTP_TLS": "none",
@@ -53,12 +53,10 @@ def smtp_environment(redis_addr: str, server: SmtpTestServer, queue_url: str) ->
 
 @pytest.fixture
 def make_pipeline(
-    redis_server: RedisServer, redis_client: redis.Redis, aws: Any, attempt_queue_url: str
+    redis_server: RedisBackend, redis_client: redis.Redis, aws: Any, attempt_queue_url: str
 ) -> MakePipeline:
     def make(server: SmtpTestServer) -> Pipeline:
-        settings = Settings.from_environ(
-            smtp_environment(redis_server.addr, server, attempt_queue_url)
-        )
+        settings = Settings.from_environ(smtp_environment(redis_server, server, attempt_queue_url))
         return Pipeline(settings, aws, build_provider(settings))
 
     return make
@@ -204,7 +202,7 @@ def test_html_is_escaped_and_subjects_cannot_inject_headers(
 def test_the_login_code_travels_in_the_message_but_never_in_the_worker_logs(
     smtp_server: SmtpServerFactory,
     make_pipeline: MakePipeline,
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     redis_client: redis.Redis,
     attempt_queue_url: str,
     tmp_path: Path,
@@ -218,7 +216,7 @@ def test_the_login_code_travels_in_the_message_but_never_in_the_worker_logs(
     record = {**event["Records"][0], "body": message["Body"], "messageId": message["MessageId"]}
 
     # When the attempt worker handles it in its own process, at its most verbose
-    environment = smtp_environment(redis_server.addr, server, attempt_queue_url)
+    environment = smtp_environment(redis_server, server, attempt_queue_url)
     answers, printed = invoke_in_fresh_process(
         "attempt_worker",
         tmp_path,
@@ -246,7 +244,7 @@ def test_the_scheduler_handler_dispatches_due_work_when_ticked(
     monkeypatch: pytest.MonkeyPatch,
     smtp_server: SmtpServerFactory,
     make_pipeline: MakePipeline,
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     redis_client: redis.Redis,
     attempt_queue_url: str,
 ) -> None:
@@ -260,7 +258,7 @@ def test_the_scheduler_handler_dispatches_due_work_when_ticked(
     assert redis_client.zscore(KEYS.attempt_schedule(), "notif-000005") is not None
 
     # When EventBridge ticks the scheduler with its sample event
-    for name, value in smtp_environment(redis_server.addr, server, attempt_queue_url).items():
+    for name, value in smtp_environment(redis_server, server, attempt_queue_url).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MAIL_SCHEDULER_POLL_INTERVAL", "50ms")
     module = importlib.reload(importlib.import_module("scheduler"))
@@ -283,13 +281,13 @@ def test_the_scheduler_handler_dispatches_due_work_when_ticked(
 def test_the_attempt_worker_handler_skips_claims_it_does_not_hold(
     monkeypatch: pytest.MonkeyPatch,
     smtp_server: SmtpServerFactory,
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     redis_client: redis.Redis,
     attempt_queue_url: str,
 ) -> None:
     # Given the sample SQS batch, whose claims this Redis has never seen
     server = smtp_server()
-    for name, value in smtp_environment(redis_server.addr, server, attempt_queue_url).items():
+    for name, value in smtp_environment(redis_server, server, attempt_queue_url).items():
         monkeypatch.setenv(name, value)
     module = importlib.reload(importlib.import_module("attempt_worker"))
     event = json.loads((REPO_ROOT / "events" / "attempt_worker_sqs_batch.json").read_text())
@@ -305,12 +303,12 @@ def test_the_attempt_worker_handler_skips_claims_it_does_not_hold(
 def test_a_message_that_is_not_a_claim_is_reported_as_a_batch_item_failure(
     monkeypatch: pytest.MonkeyPatch,
     smtp_server: SmtpServerFactory,
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     redis_client: redis.Redis,
     attempt_queue_url: str,
 ) -> None:
     server = smtp_server()
-    for name, value in smtp_environment(redis_server.addr, server, attempt_queue_url).items():
+    for name, value in smtp_environment(redis_server, server, attempt_queue_url).items():
         monkeypatch.setenv(name, value)
     module = importlib.reload(importlib.import_module("attempt_worker"))
     event = json.loads((REPO_ROOT / "events" / "attempt_worker_sqs_batch.json").read_text())

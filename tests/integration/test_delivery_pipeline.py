@@ -26,6 +26,7 @@ from tests.support.commands import STREAM, command, publish, template_payload
 from tests.support.fakes import SMTP_MODE_ENV
 from tests.support.pipeline import Pipeline
 from tests.support.polling import RecordingObserver, until_drained
+from tests.support.redis_backend import RedisBackend
 from tests.support.redis_server import RedisServer
 
 KEYS = RedisKeys()
@@ -34,10 +35,10 @@ MakePipeline = Callable[..., Pipeline]
 
 
 @pytest.fixture
-def pipeline_settings(redis_server: RedisServer, attempt_queue_url: str) -> Settings:
+def pipeline_settings(redis_server: RedisBackend, attempt_queue_url: str) -> Settings:
     return Settings.from_environ(
         {
-            "MAIL_REDIS_ADDR": redis_server.addr,
+            **redis_server.environ(),
             "MAIL_ATTEMPT_QUEUE_URL": attempt_queue_url,
             "MAIL_STREAM_BLOCK_TIMEOUT": "100ms",
             **SMTP_MODE_ENV,
@@ -504,6 +505,7 @@ class RedisGoesAwayAfterTheSend(StubProvider):
         return result
 
 
+@pytest.mark.standalone_redis("pauses the redis-server process")
 def test_an_outcome_is_recorded_through_a_short_store_outage_after_the_send(
     pipeline_settings: Settings, aws: Any, redis_client: redis.Redis, redis_server: RedisServer
 ) -> None:

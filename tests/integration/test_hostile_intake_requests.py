@@ -16,7 +16,7 @@ from mailcore.config import Settings
 from tests.support.api_events import api_event
 from tests.support.fakes import SMTP_MODE_ENV
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.redis_server import RedisServer
+from tests.support.redis_backend import RedisBackend
 
 ROUTE = "/api/v1/internal/login-code-deliveries"
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
@@ -43,11 +43,12 @@ HOSTILE_TEXT = st.sampled_from(
 
 @pytest.fixture
 def intake(
-    monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer, redis_client: redis.Redis
+    monkeypatch: pytest.MonkeyPatch, redis_server: RedisBackend, redis_client: redis.Redis
 ) -> Invoke:
     for name in Settings.variable_names():
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MAIL_REDIS_ADDR", redis_server.addr)
+    for name, value in redis_server.environ().items():
+        monkeypatch.setenv(name, value)
     for name, value in SMTP_MODE_ENV.items():
         monkeypatch.setenv(name, value)
     module = importlib.reload(importlib.import_module("intake_api"))

@@ -17,7 +17,7 @@ from mailcore.domain.states import DeliveryStatus
 from mailcore.store.keys import RedisKeys
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.redis_server import RedisServer
+from tests.support.redis_backend import RedisBackend
 from tests.support.store_invariants import text_keys
 
 KEYS = RedisKeys()
@@ -94,13 +94,14 @@ def test_cleanup_stops_when_its_time_runs_low(
 
 def test_the_cleanup_handler_runs_with_its_sample_event(
     monkeypatch: pytest.MonkeyPatch,
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     store: RedisDeliveryStore,
     redis_client: redis.Redis,
 ) -> None:
     store.accept(delivery(1), None, fingerprint="f", outcome="sent")
     redis_client.delete(KEYS.delivery("d-0001"))
-    monkeypatch.setenv("MAIL_REDIS_ADDR", redis_server.addr)
+    for name, value in redis_server.environ().items():
+        monkeypatch.setenv(name, value)
     module = importlib.reload(importlib.import_module("cleanup"))
     event = json.loads((REPO_ROOT / "events" / "cleanup_scheduled.json").read_text())
 

@@ -20,6 +20,7 @@ from tests.support.fakes import SMTP_MODE_ENV
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.network import free_port
+from tests.support.redis_backend import RedisBackend
 from tests.support.redis_server import RedisServer
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
@@ -77,9 +78,9 @@ def load_intake_api(
 
 @pytest.fixture
 def smtp_api(
-    load_intake_api: Callable[..., Invoke], redis_server: RedisServer, redis_client: redis.Redis
+    load_intake_api: Callable[..., Invoke], redis_server: RedisBackend, redis_client: redis.Redis
 ) -> Invoke:
-    return load_intake_api(MAIL_REDIS_ADDR=redis_server.addr, **SMTP_MODE_ENV)
+    return load_intake_api(**redis_server.environ(), **SMTP_MODE_ENV)
 
 
 def test_the_sample_events_answer_as_the_contract_says(
@@ -205,9 +206,9 @@ def test_smtp_mode_answers_sent_and_queues_the_first_attempt(
 
 
 def test_stub_mode_answers_suppressed_and_schedules_nothing(
-    load_intake_api: Callable[..., Invoke], redis_server: RedisServer, redis_client: redis.Redis
+    load_intake_api: Callable[..., Invoke], redis_server: RedisBackend, redis_client: redis.Redis
 ) -> None:
-    stub_api = load_intake_api(MAIL_REDIS_ADDR=redis_server.addr)  # stub is the default
+    stub_api = load_intake_api(**redis_server.environ())  # stub is the default
 
     answer = stub_api(request_event(VALID_BODY))
 
@@ -307,7 +308,7 @@ def test_a_redis_that_stops_answering_times_out_to_503_with_no_partial_state(
 
 
 def test_the_login_code_appears_in_no_log_line_or_metric(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+    redis_server: RedisBackend, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     # Given the handler at its most verbose, logging events if it were allowed to
     secret = "739251"
@@ -325,7 +326,7 @@ def test_the_login_code_appears_in_no_log_line_or_metric(
     answers, printed = invoke_in_fresh_process(
         "intake_api",
         tmp_path,
-        {**verbose, "MAIL_REDIS_ADDR": redis_server.addr},
+        {**verbose, **redis_server.environ()},
         [
             request_event(body, key="k-1"),
             request_event(body, key="k-1"),

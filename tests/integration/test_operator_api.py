@@ -21,7 +21,7 @@ from mailcore.store.keys import RedisKeys
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.api_events import api_event, body_of, header
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.redis_server import RedisServer
+from tests.support.redis_backend import RedisBackend
 
 KEYS = RedisKeys()
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +32,12 @@ Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 
 @pytest.fixture
 def api(
-    monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer, redis_client: redis.Redis
+    monkeypatch: pytest.MonkeyPatch, redis_server: RedisBackend, redis_client: redis.Redis
 ) -> Invoke:
     for name in Settings.variable_names():
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MAIL_REDIS_ADDR", redis_server.addr)
+    for name, value in redis_server.environ().items():
+        monkeypatch.setenv(name, value)
     module: ModuleType = importlib.reload(importlib.import_module("operator_api"))
 
     def invoke(event: dict[str, Any]) -> dict[str, Any]:

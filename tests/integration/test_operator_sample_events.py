@@ -12,7 +12,7 @@ import redis
 
 from mailcore.config import Settings
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.redis_server import RedisServer
+from tests.support.redis_backend import RedisBackend
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO_ROOT / "events").glob("operator_api_*.json"))
@@ -20,11 +20,12 @@ SAMPLES = sorted((REPO_ROOT / "events").glob("operator_api_*.json"))
 
 @pytest.fixture
 def operator_api(
-    monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer, redis_client: redis.Redis
+    monkeypatch: pytest.MonkeyPatch, redis_server: RedisBackend, redis_client: redis.Redis
 ) -> ModuleType:
     for name in Settings.variable_names():
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MAIL_REDIS_ADDR", redis_server.addr)
+    for name, value in redis_server.environ().items():
+        monkeypatch.setenv(name, value)
     return importlib.reload(importlib.import_module("operator_api"))
 
 

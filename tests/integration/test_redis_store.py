@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 import redis
@@ -121,9 +122,7 @@ def test_a_delivery_born_settled_gets_the_retention_ttl_and_no_attempt(
     redis_client: redis.Redis, settings: Settings
 ) -> None:
     # Given a store configured with a 48h retention
-    store = build_delivery_store(
-        Settings.from_environ({"MAIL_REDIS_ADDR": settings.redis_addr, "MAIL_DELIVERY_TTL": "48h"})
-    )
+    store = build_delivery_store(settings.model_copy(update={"delivery_ttl": timedelta(hours=48)}))
     suppressed = replace(queued_delivery(), status=DeliveryStatus.SUPPRESSED, attempt_count=0)
 
     # When a suppressed delivery is accepted

@@ -41,7 +41,7 @@ from tests.support.crashing_poller import DIED_BETWEEN_READ_AND_ACCEPT
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.polling import RecordingObserver, for_seconds, last_entry_id, until_drained
-from tests.support.redis_server import RedisServer
+from tests.support.redis_backend import RedisBackend
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
 KEYS = RedisKeys()
@@ -50,13 +50,13 @@ MakePoller = Callable[..., tuple[StreamPoller, RecordingObserver]]
 
 
 @pytest.fixture
-def make_poller(redis_server: RedisServer, redis_client: redis.Redis) -> MakePoller:
+def make_poller(redis_server: RedisBackend, redis_client: redis.Redis) -> MakePoller:
     """A poller wired exactly as the Lambda wires it, with a short block timeout."""
 
     def make(**environment: str) -> tuple[StreamPoller, RecordingObserver]:
         settings = Settings.from_environ(
             {
-                "MAIL_REDIS_ADDR": redis_server.addr,
+                **redis_server.environ(),
                 "MAIL_STREAM_BLOCK_TIMEOUT": "100ms",
                 **environment,
             }
@@ -362,7 +362,7 @@ def test_malformed_records_truncate_raw_fields_and_hide_variables_and_file_bytes
 
 
 def test_a_poller_killed_between_reading_and_accepting_loses_and_doubles_nothing(
-    make_poller: MakePoller, redis_server: RedisServer, redis_client: redis.Redis
+    make_poller: MakePoller, redis_server: RedisBackend, redis_client: redis.Redis
 ) -> None:
     # Given 250 commands, of which the first 100 were accepted by an earlier run
     for number in range(100):
@@ -374,7 +374,12 @@ def test_a_poller_killed_between_reading_and_accepting_loses_and_doubles_nothing
 
     # When a poller process reads the next batch and dies before accepting it
     died = subprocess.run(
-        [sys.executable, "-m", "tests.support.crashing_poller", redis_server.addr],
+        [
+            sys.executable,
+            "-m",
+            "tests.support.crashing_poller",
+            json.dumps(redis_server.environ()),
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -512,14 +517,15 @@ def test_the_poller_survives_its_connections_being_dropped(
 
 
 def test_the_handler_consumes_when_invoked_with_the_sample_scheduled_event(
-    monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer, redis_client: redis.Redis
+    monkeypatch: pytest.MonkeyPatch, redis_server: RedisBackend, redis_client: redis.Redis
 ) -> None:
     # Given commands on the stream and the handler cold-started against this Redis
     for number in range(3):
         publish(redis_client, command(number))
     for name in Settings.variable_names():
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MAIL_REDIS_ADDR", redis_server.addr)
+    for name, value in redis_server.environ().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("MAIL_STREAM_BLOCK_TIMEOUT", "100ms")
     module = importlib.reload(importlib.import_module("stream_poller"))
     event = json.loads((REPO_ROOT / "events" / "stream_poller_scheduled.json").read_text())
@@ -537,7 +543,7 @@ def test_the_handler_consumes_when_invoked_with_the_sample_scheduled_event(
 
 
 def test_the_handler_logs_each_entry_and_counts_outcomes_without_secrets(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+    redis_server: RedisBackend, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     # Given a template command with a secret variable, a duplicate and a bad entry
     accepted = publish(redis_client, command(1, mode="template"))
@@ -548,7 +554,7 @@ def test_the_handler_logs_each_entry_and_counts_outcomes_without_secrets(
     answers, printed = invoke_in_fresh_process(
         "stream_poller",
         tmp_path,
-        {"MAIL_REDIS_ADDR": redis_server.addr, "MAIL_STREAM_BLOCK_TIMEOUT": "100ms"},
+        {**redis_server.environ(), "MAIL_STREAM_BLOCK_TIMEOUT": "100ms"},
         [json.loads((REPO_ROOT / "events" / "stream_poller_scheduled.json").read_text())],
         timeout_ms=3600,
     )

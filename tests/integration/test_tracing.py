@@ -29,6 +29,7 @@ from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.pipeline import Pipeline
 from tests.support.polling import RecordingObserver, until_drained
+from tests.support.redis_backend import RedisBackend
 from tests.support.redis_server import RedisServer
 from tests.support.smtp_server import SmtpServerFactory
 from tests.support.xray_daemon import Document, XRayDaemon, by_name, trace_header
@@ -79,7 +80,7 @@ def protected_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def test_the_auth_intake_traces_each_request_under_the_handler(
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     redis_client: redis.Redis,
     xray_daemon: XRayDaemon,
     tmp_path: Path,
@@ -88,7 +89,7 @@ def test_the_auth_intake_traces_each_request_under_the_handler(
     header, root, parent = trace_header()
     body = {"email": "ada@example.com", "code": LOGIN_CODE, "locale": "en"}
     environment = {
-        "MAIL_REDIS_ADDR": redis_server.addr,
+        **redis_server.environ(),
         "MAIL_SMTP_MODE": "smtp",
         "MAIL_SMTP_ADDR": "127.0.0.1:2525",
         "MAIL_SMTP_FROM_EMAIL": "noreply@mail.example.com",
@@ -144,7 +145,7 @@ def test_the_auth_intake_traces_each_request_under_the_handler(
 
 def test_the_auth_intake_in_stub_mode_traces_a_suppressed_acceptance(
     monkeypatch: pytest.MonkeyPatch,
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     redis_client: redis.Redis,
     xray_daemon: XRayDaemon,
 ) -> None:
@@ -154,7 +155,7 @@ def test_the_auth_intake_in_stub_mode_traces_a_suppressed_acceptance(
         monkeypatch,
         "intake_api",
         {
-            "MAIL_REDIS_ADDR": redis_server.addr,
+            **redis_server.environ(),
             "AWS_XRAY_DAEMON_ADDRESS": xray_daemon.address,
             "_X_AMZN_TRACE_ID": header,
         },
@@ -178,7 +179,7 @@ def test_the_auth_intake_in_stub_mode_traces_a_suppressed_acceptance(
 
 def test_an_invocation_that_is_not_sampled_sends_nothing(
     monkeypatch: pytest.MonkeyPatch,
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     redis_client: redis.Redis,
     xray_daemon: XRayDaemon,
 ) -> None:
@@ -186,7 +187,7 @@ def test_an_invocation_that_is_not_sampled_sends_nothing(
         monkeypatch,
         "intake_api",
         {
-            "MAIL_REDIS_ADDR": redis_server.addr,
+            **redis_server.environ(),
             "AWS_XRAY_DAEMON_ADDRESS": xray_daemon.address,
             "_X_AMZN_TRACE_ID": trace_header(sampled=False)[0],
         },
@@ -200,7 +201,7 @@ def test_an_invocation_that_is_not_sampled_sends_nothing(
 
 
 def test_stream_acceptance_and_rendering_are_traced_per_batch_and_per_attempt(
-    redis_server: RedisServer,
+    redis_server: RedisBackend,
     redis_client: redis.Redis,
     xray_daemon: XRayDaemon,
     smtp_server: SmtpServerFactory,
@@ -211,7 +212,7 @@ def test_stream_acceptance_and_rendering_are_traced_per_batch_and_per_attempt(
     server = smtp_server()
     settings = Settings.from_environ(
         {
-            "MAIL_REDIS_ADDR": redis_server.addr,
+            **redis_server.environ(),
             "MAIL_SMTP_MODE": "smtp",
             "MAIL_SMTP_ADDR": server.addr,
             "MAIL_SMTP_TLS": "none",

@@ -8,6 +8,7 @@ would. Exit status 86 says it died where intended.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,13 +18,12 @@ from mailcore.composition import build_delivery_store, command_limits
 from mailcore.config import Settings
 from mailcore.contracts.stream import MalformedCommand
 from mailcore.domain.clock import SystemClock
-from mailcore.ports import PendingDelivery, StreamBatchResult
+from mailcore.ports import PendingDelivery, StreamAcceptanceStore, StreamBatchResult
 from mailcore.services.stream_intake import StreamIntake, StreamPoller
 from mailcore.store.client import build_redis_client
 from mailcore.store.command_stream import RedisCommandStream
 from mailcore.store.keys import RedisKeys
 from mailcore.store.lease import RedisLease
-from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.polling import RecordingObserver, for_seconds
 
 DIED_BETWEEN_READ_AND_ACCEPT = 86
@@ -33,7 +33,7 @@ LEASE_LENGTH = timedelta(seconds=1)
 class DyingStore:
     """Delegates reads; dies at the first attempt to accept."""
 
-    def __init__(self, store: RedisDeliveryStore) -> None:
+    def __init__(self, store: StreamAcceptanceStore) -> None:
         self._store = store
 
     def read_offset(self, stream: str) -> str:
@@ -58,8 +58,8 @@ class DyingStore:
         os._exit(DIED_BETWEEN_READ_AND_ACCEPT)
 
 
-def main(redis_addr: str) -> None:
-    settings = Settings.from_environ({"MAIL_REDIS_ADDR": redis_addr})
+def main(redis_environ: dict[str, str]) -> None:
+    settings = Settings.from_environ(redis_environ)
     client = build_redis_client(settings)
     intake = StreamIntake(
         DyingStore(build_delivery_store(settings, client=client)),
@@ -83,4 +83,4 @@ def main(redis_addr: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(json.loads(sys.argv[1]))

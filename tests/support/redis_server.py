@@ -34,6 +34,13 @@ class RedisServer:
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def environ(self) -> dict[str, str]:
+        return {"MAIL_REDIS_ADDR": self.addr}
+
+    def flushall(self) -> None:
+        with self.client() as client:
+            client.flushall()
+
     def client(self) -> redis.Redis:
         return redis.Redis(
             host="127.0.0.1", port=self.port, password=self.password, decode_responses=True

@@ -148,6 +148,8 @@ def test_variable_names_list_every_setting() -> None:
         "MAIL_REDIS_PASSWORD_SECRET_ARN",
         "MAIL_REDIS_DB",
         "MAIL_REDIS_TLS_ENABLED",
+        "MAIL_REDIS_CLUSTER",
+        "MAIL_REDIS_PARTITIONS",
         "MAIL_REDIS_OPERATION_TIMEOUT",
         "MAIL_SMTP_MODE",
         "MAIL_IDEMPOTENCY_TTL",
@@ -213,3 +215,26 @@ def test_claims_in_flight_are_bounded_at_50_per_worker_unless_set() -> None:
     assert larger.claims_in_flight_bound == 20 * 50
     assert explicit.claims_in_flight_bound == 300
     assert empty.claims_in_flight_bound == 200
+
+
+def test_partitions_default_to_one_and_are_bounded() -> None:
+    # Given no partition setting, Then there is one partition on a standalone server
+    settings = Settings.from_environ(MINIMAL)
+    assert settings.redis_partitions == 1
+    assert settings.redis_cluster is False
+
+    # When the count is out of range, Then the variable is named
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ({**MINIMAL, "MAIL_REDIS_PARTITIONS": "0"})
+    assert "MAIL_REDIS_PARTITIONS" in str(raised.value)
+
+
+def test_a_cluster_has_no_logical_database() -> None:
+    # Given cluster mode with a database other than 0
+    environ = {**MINIMAL, "MAIL_REDIS_CLUSTER": "true", "MAIL_REDIS_DB": "3"}
+
+    # Then the configuration is refused, naming both settings
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ(environ)
+    assert "MAIL_REDIS_DB" in str(raised.value)
+    assert "MAIL_REDIS_CLUSTER" in str(raised.value)

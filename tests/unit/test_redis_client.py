@@ -1,9 +1,10 @@
 """The Redis client is built from settings alone: address, auth, TLS, DB and timeouts."""
 
+import pytest
 import redis
 
 from mailcore.config import Settings
-from mailcore.store.client import build_redis_client
+from mailcore.store.client import build_redis_client, is_cluster
 
 
 def test_the_client_carries_every_connection_setting() -> None:
@@ -34,3 +35,22 @@ def test_plain_tcp_is_used_when_tls_is_off() -> None:
     client = build_redis_client(Settings.from_environ({"MAIL_REDIS_ADDR": "127.0.0.1:6379"}))
     assert client.connection_pool.connection_class is redis.Connection
     assert client.connection_pool.connection_kwargs["password"] is None
+
+
+def test_a_cluster_client_is_built_without_touching_the_network() -> None:
+    # Given cluster mode pointed at an address where nothing listens
+    settings = Settings.from_environ(
+        {"MAIL_REDIS_ADDR": "127.0.0.1:1", "MAIL_REDIS_CLUSTER": "true"}
+    )
+
+    # When the client is built and a script registered (as at cold start)
+    client = build_redis_client(settings)
+    script = client.register_script("return 1")
+
+    # Then nothing connected yet: the script has its SHA, and is_cluster knows the client
+    assert is_cluster(client)
+    assert len(script.sha) == 40
+
+    # And the first command fails as an ordinary connection error (a 503 upstream)
+    with pytest.raises(redis.ConnectionError):
+        client.ping()

@@ -77,7 +77,8 @@ class RecordingDispatcher:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def dispatch_soon(self, delivery_ids: Sequence[str]) -> int:
+    def dispatch_soon(self, delivery_ids: Sequence[str], *, partition: int = 0) -> int:
+        assert partition == 0  # the fake store has one partition
         self.calls.append(list(delivery_ids))
         return len(delivery_ids)
 

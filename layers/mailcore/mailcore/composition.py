@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from mailcore.contracts.stream import CommandLimits
     from mailcore.mail.mime import Sender
-    from mailcore.ports import MailProvider
+    from mailcore.ports import ClaimedAttemptSteps, DeliveryQueries, MailProvider
     from mailcore.rendering.catalog import TemplateCatalog
     from mailcore.services.attempts import AttemptExecutor
     from mailcore.services.auth_intake import AuthIntake
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mailcore.services.scheduler import Scheduler, SchedulerObserver
     from mailcore.services.stream_intake import PollObserver, StreamPoller
     from mailcore.store.attempt_store import RedisAttemptStore
+    from mailcore.store.partitions import PartitionedDeliveryStore
     from mailcore.store.redis_store import RedisDeliveryStore
     from mailcore.tracing import LambdaTracer, XRayProvider
 
@@ -48,19 +49,34 @@ CLAIMS_PER_WORKER = 10  # one SQS batch per worker per poll
 
 def build_delivery_store(
     settings: Settings, clock: Clock | None = None, client: redis.Redis | None = None
-) -> RedisDeliveryStore:
+) -> RedisDeliveryStore | PartitionedDeliveryStore:
+    """Partition 0's store, or the partitioned store over all of them."""
+    from mailcore.store.keys import RedisKeys
     from mailcore.store.redis_store import RedisDeliveryStore
 
-    return RedisDeliveryStore(
-        client or build_redis_client(settings),
-        clock=clock or SystemClock(),
-        idempotency_ttl=settings.idempotency_ttl,
-        delivery_ttl=settings.delivery_ttl,
-        malformed_command_ttl=settings.malformed_command_ttl,
-    )
+    client = client or build_redis_client(settings)
+    stores = [
+        RedisDeliveryStore(
+            client,
+            clock=clock or SystemClock(),
+            idempotency_ttl=settings.idempotency_ttl,
+            delivery_ttl=settings.delivery_ttl,
+            malformed_command_ttl=settings.malformed_command_ttl,
+            keys=RedisKeys.of_partition(partition),
+        )
+        for partition in range(settings.redis_partitions)
+    ]
+    if len(stores) == 1:
+        return stores[0]
+    from mailcore.store.partitions import PartitionedDeliveryStore
+
+    return PartitionedDeliveryStore(client, stores)
 
 
-def build_attempt_store(settings: Settings, client: redis.Redis | None = None) -> RedisAttemptStore:
+def build_attempt_store(
+    settings: Settings, client: redis.Redis | None = None, partition: int = 0
+) -> RedisAttemptStore:
+    """The attempt store of one partition."""
     from mailcore.store.attempt_store import RedisAttemptStore
 
     return RedisAttemptStore(
@@ -69,7 +85,16 @@ def build_attempt_store(settings: Settings, client: redis.Redis | None = None) -
         attempt_ttl=settings.attempt_ttl,
         retry_schedule=settings.retry_schedule,
         claim_timeout=settings.claim_timeout,
+        partition=partition,
     )
+
+
+def build_attempt_stores(
+    settings: Settings, client: redis.Redis | None = None
+) -> list[RedisAttemptStore]:
+    """One attempt store per partition, sharing one client."""
+    client = client or build_redis_client(settings)
+    return [build_attempt_store(settings, client, n) for n in range(settings.redis_partitions)]
 
 
 def build_dispatcher(
@@ -77,6 +102,7 @@ def build_dispatcher(
     clock: Clock,
     client: redis.Redis | None = None,
     sqs_client: Any = None,
+    stores: list[RedisAttemptStore] | None = None,
 ) -> Dispatcher | None:
     """None when no attempt queue is configured: then only the scheduler dispatches."""
     from mailcore.aws.sqs_queue import SqsAttemptQueue
@@ -86,7 +112,7 @@ def build_dispatcher(
         return None
     queue = SqsAttemptQueue(sqs_client or sqs_client_from_environment(), settings.attempt_queue_url)
     return Dispatcher(
-        build_attempt_store(settings, client),
+        stores or build_attempt_stores(settings, client),
         queue,
         clock,
         settings.claim_timeout,
@@ -109,15 +135,28 @@ def build_auth_intake(settings: Settings, sqs_client: Any = None) -> AuthIntake:
     )
 
 
+def build_queries(settings: Settings, client: redis.Redis) -> DeliveryQueries:
+    from mailcore.store.keys import RedisKeys
+    from mailcore.store.queries import RedisQueries
+
+    partitions = [
+        RedisQueries(client, RedisKeys.of_partition(n)) for n in range(settings.redis_partitions)
+    ]
+    if len(partitions) == 1:
+        return partitions[0]
+    from mailcore.store.partitions import PartitionedQueries
+
+    return PartitionedQueries(client, partitions)
+
+
 def build_operator_service(settings: Settings, sqs_client: Any = None) -> OperatorService:
     from mailcore.domain.ids import UlidGenerator
     from mailcore.services.operator import OperatorService
-    from mailcore.store.queries import RedisQueries
 
     clock = SystemClock()
     client = build_redis_client(settings)
     return OperatorService(
-        RedisQueries(client),
+        build_queries(settings, client),
         build_delivery_store(settings, clock, client),
         clock,
         UlidGenerator(clock),
@@ -190,7 +229,8 @@ def build_scheduler(
 
     clock = SystemClock()
     client = build_redis_client(settings)
-    dispatcher = build_dispatcher(settings, clock, client, sqs_client)
+    stores = build_attempt_stores(settings, client)
+    dispatcher = build_dispatcher(settings, clock, client, sqs_client, stores)
     if dispatcher is None:
         raise ValueError("the scheduler needs MAIL_ATTEMPT_QUEUE_URL")
     interval = settings.scheduler_poll_interval
@@ -198,7 +238,7 @@ def build_scheduler(
         client, RedisKeys().lease(SCHEDULER_LEASE), length=4 * interval + timedelta(seconds=10)
     )
     return Scheduler(
-        build_attempt_store(settings, client),
+        stores,
         dispatcher,
         lease,
         observer,
@@ -211,8 +251,18 @@ def build_scheduler(
 def build_index_cleanup(settings: Settings) -> IndexCleanup:
     from mailcore.services.cleanup import IndexCleanup
     from mailcore.store.index_maintenance import RedisIndexMaintenance
+    from mailcore.store.keys import RedisKeys
 
-    return IndexCleanup(RedisIndexMaintenance(build_redis_client(settings)))
+    client = build_redis_client(settings)
+    partitions = [
+        RedisIndexMaintenance(client, RedisKeys.of_partition(n))
+        for n in range(settings.redis_partitions)
+    ]
+    if len(partitions) == 1:
+        return IndexCleanup(partitions[0])
+    from mailcore.store.partitions import PartitionedIndexMaintenance
+
+    return IndexCleanup(PartitionedIndexMaintenance(partitions))
 
 
 def load_catalog(settings: Settings) -> TemplateCatalog:
@@ -257,8 +307,15 @@ def build_attempt_executor(
 ) -> AttemptExecutor:
     from mailcore.services.attempts import AttemptExecutor
 
+    stores = build_attempt_stores(settings)
+    if len(stores) == 1:
+        steps: ClaimedAttemptSteps = stores[0]
+    else:
+        from mailcore.store.partitions import ClaimRouter
+
+        steps = ClaimRouter(stores)
     return AttemptExecutor(
-        build_attempt_store(settings),
+        steps,
         catalog or load_catalog(settings),
         provider or build_provider(settings, secrets_client),
         sender_of(settings),

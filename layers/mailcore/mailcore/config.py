@@ -140,6 +140,21 @@ class Settings(BaseModel):
         alias="MAIL_REDIS_TLS_ENABLED",
         description="Connect to Redis over TLS (required by ElastiCache Serverless).",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        alias="MAIL_REDIS_CLUSTER",
+        description="Talk to Redis as a cluster (follows MOVED and ASK; required by "
+        "ElastiCache Serverless and cluster-mode caches). Off: one standalone server.",
+    )
+    redis_partitions: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        alias="MAIL_REDIS_PARTITIONS",
+        description="How many partitions (hash tags `{p0}`, `{p1}`, ...) hold the deliveries; "
+        "each delivery lives in the one its idempotency scope hashes to. Fixed for the life "
+        "of a deployment's data: see docs/scaling.md before changing it.",
+    )
     redis_operation_timeout: Duration = Field(
         default=timedelta(milliseconds=500),
         alias="MAIL_REDIS_OPERATION_TIMEOUT",
@@ -328,6 +343,8 @@ class Settings(BaseModel):
             ]
             if missing:
                 raise ValueError(f"MAIL_SMTP_MODE=smtp needs {' and '.join(missing)}")
+        if self.redis_cluster and self.redis_db != 0:
+            raise ValueError("MAIL_REDIS_DB must be 0 with MAIL_REDIS_CLUSTER (clusters have one)")
         if self.redis_password is not None and self.redis_password_secret_arn is not None:
             raise ValueError("set MAIL_REDIS_PASSWORD or MAIL_REDIS_PASSWORD_SECRET_ARN, not both")
         if self.smtp_password is not None and self.smtp_password_secret_arn is not None:

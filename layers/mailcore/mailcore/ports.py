@@ -58,6 +58,7 @@ class AcceptanceResult:
     delivery_id: str  # the new delivery, or the one the key already points at
     outcome: str  # the outcome recorded with the key
     fingerprint_matches: bool  # for a duplicate: was it the same request?
+    partition: int = 0  # where the delivery lives (its first attempt is claimed there)
 
 
 class AcceptanceStore(Protocol):
@@ -118,6 +119,7 @@ class StreamEntryResult:
     verdict: EntryVerdict
     delivery_id: str | None = None
     failure_code: str | None = None
+    partition: int = 0  # where the delivery lives
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,7 @@ class ClaimedAttempt:
     delivery_id: str
     attempt_no: int
     claim_token: str
+    partition: int = 0  # the store partition holding the delivery
 
 
 class AttemptQueue(Protocol):
@@ -255,23 +258,8 @@ class ScheduleStats:
     claimed: int  # deliveries handed to workers right now
 
 
-class AttemptStore(Protocol):
-    """Claims, attempts and recovery; every change atomic and token-checked."""
-
-    @property
-    def retry_schedule(self) -> tuple[timedelta, ...]: ...
-
-    def due_delivery_ids(self, now_ms: int, limit: int) -> list[str]: ...
-
-    def claim(
-        self,
-        delivery_ids: Sequence[str],
-        now_ms: int,
-        deadline_ms: int,
-        max_in_flight: int | None = None,
-    ) -> list[ClaimedAttempt]: ...
-
-    def release(self, claims: Sequence[ClaimedAttempt], now_ms: int) -> int: ...
+class ClaimedAttemptSteps(Protocol):
+    """What a worker does with a claim: read it, start the attempt, record its outcome."""
 
     def read_claimed(self, claim: ClaimedAttempt) -> ClaimedDelivery | None: ...
 
@@ -297,6 +285,25 @@ class AttemptStore(Protocol):
         duration_ms: int,
         failure_code: str | None = None,
     ) -> CompletionResult: ...
+
+
+class AttemptStore(ClaimedAttemptSteps, Protocol):
+    """Claims, attempts and recovery; every change atomic and token-checked."""
+
+    @property
+    def retry_schedule(self) -> tuple[timedelta, ...]: ...
+
+    def due_delivery_ids(self, now_ms: int, limit: int) -> list[str]: ...
+
+    def claim(
+        self,
+        delivery_ids: Sequence[str],
+        now_ms: int,
+        deadline_ms: int,
+        max_in_flight: int | None = None,
+    ) -> list[ClaimedAttempt]: ...
+
+    def release(self, claims: Sequence[ClaimedAttempt], now_ms: int) -> int: ...
 
     def recover_expired(self, now_ms: int, limit: int = ...) -> list[tuple[str, str]]: ...
 

@@ -12,14 +12,15 @@ from mailcore.ports import ClaimedAttempt
 
 
 def encode_claim(claim: ClaimedAttempt) -> str:
-    return json.dumps(
-        {
-            "delivery_id": claim.delivery_id,
-            "attempt_no": claim.attempt_no,
-            "claim_token": claim.claim_token,
-        },
-        separators=(",", ":"),
-    )
+    message: dict[str, str | int] = {
+        "delivery_id": claim.delivery_id,
+        "attempt_no": claim.attempt_no,
+        "claim_token": claim.claim_token,
+    }
+    if claim.partition:
+        # Absent means partition 0: messages from before partitions still decode.
+        message["partition"] = claim.partition
+    return json.dumps(message, separators=(",", ":"))
 
 
 def decode_claim(body: str) -> ClaimedAttempt:
@@ -32,4 +33,7 @@ def decode_claim(body: str) -> ClaimedAttempt:
         raise ValueError("delivery_id and claim_token must be strings")
     if not isinstance(attempt_no, int) or isinstance(attempt_no, bool) or attempt_no < 1:
         raise ValueError("attempt_no must be a positive integer")
-    return ClaimedAttempt(delivery_id, attempt_no, token)
+    partition = data.get("partition", 0)
+    if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+        raise ValueError("partition must be a non-negative integer")
+    return ClaimedAttempt(delivery_id, attempt_no, token, partition)

@@ -39,3 +39,11 @@ class MalformedCommand:
     failure_code: FailureCode
     message: str
     raw_fields: Mapping[str, str]  # truncated, with variable values and attachment bytes hidden
+
+
+# Refusals the store decides, since they depend on what is already stored
+# (accept_batch.lua writes the same messages into its records).
+STORE_FAILURE_MESSAGES: Mapping[str, str] = {
+    FailureCode.IDEMPOTENCY_CONFLICT: "idempotency_key was already used for a different command",
+    FailureCode.DELIVERY_ID_CONFLICT: "delivery_id already belongs to another delivery",
+}

@@ -18,8 +18,8 @@ from mailcore.domain.states import AttemptStatus
 from mailcore.errors import StoreUnavailable
 from mailcore.mail.mime import Sender, build_message, envelope_recipients
 from mailcore.ports import (
-    AttemptStore,
     ClaimedAttempt,
+    ClaimedAttemptSteps,
     Clock,
     CompletionResult,
     MailProvider,
@@ -69,7 +69,7 @@ def _secret_values(delivery: Delivery) -> list[str]:
 class AttemptExecutor:
     def __init__(
         self,
-        store: AttemptStore,
+        store: ClaimedAttemptSteps,
         catalog: TemplateCatalog,
         provider: MailProvider,
         sender: Sender,

@@ -112,7 +112,12 @@ class AuthIntake:
             # request, so it can only go past the bound by the number of login
             # codes arriving during a burst, and the bounded dispatchers claim
             # nothing more until the workers are back below it.
-            dispatched = self._dispatcher.dispatch_soon([result.delivery_id], bounded=False) == 1
+            dispatched = (
+                self._dispatcher.dispatch_soon(
+                    [result.delivery_id], bounded=False, partition=result.partition
+                )
+                == 1
+            )
         return AuthAcceptance(
             delivery_id=result.delivery_id,
             outcome=AcceptanceOutcome(result.outcome),

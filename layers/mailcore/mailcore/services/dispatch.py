@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from math import ceil
 
 from mailcore.errors import StoreUnavailable
 from mailcore.ports import AttemptQueue, AttemptStore, Clock
@@ -15,6 +16,7 @@ class DispatchResult:
     claimed: int = 0
     queued: int = 0
     released: int = 0  # claimed but refused by the queue: due again at once
+    saturated: bool = False  # a partition had more due than it was asked for: poll again
 
 
 class Dispatcher:
@@ -29,40 +31,59 @@ class Dispatcher:
     scheduler finds it once workers have made room. The queue then never holds
     more than the workers reach before a claim's deadline. Only the auth
     intake dispatches unbounded (``bounded=False``).
+
+    With several partitions (one attempt store each) every partition keeps
+    its own claims set, so each gets an equal share of the bound.
     """
 
     def __init__(
         self,
-        store: AttemptStore,
+        stores: AttemptStore | Sequence[AttemptStore],
         queue: AttemptQueue,
         clock: Clock,
         claim_timeout: timedelta,
         max_claims_in_flight: int | None = None,
     ) -> None:
-        self._store = store
+        self._stores = list(stores) if isinstance(stores, Sequence) else [stores]
         self._queue = queue
         self._clock = clock
         self._claim_timeout_ms = int(claim_timeout.total_seconds() * 1000)
         self._max_claims_in_flight = max_claims_in_flight
+        # Shares add up to the bound (each at least 1, or a partition would never send).
+        partitions = len(self._stores)
+        self._bounds: list[int | None] = [
+            None
+            if max_claims_in_flight is None
+            else max(
+                1, max_claims_in_flight // partitions + (n < max_claims_in_flight % partitions)
+            )
+            for n in range(partitions)
+        ]
 
     @property
     def max_claims_in_flight(self) -> int | None:
         return self._max_claims_in_flight
 
-    def dispatch(self, delivery_ids: Sequence[str], *, bounded: bool = True) -> DispatchResult:
-        """Claim these deliveries if due (and, if bounded, while there is room); queue them."""
+    def dispatch(
+        self, delivery_ids: Sequence[str], *, bounded: bool = True, partition: int = 0
+    ) -> DispatchResult:
+        """Claim these deliveries of one partition if due (and, if bounded, while there
+        is room); queue them."""
         if not delivery_ids:
             return DispatchResult()
+        store = self._stores[partition]
         now = self._clock.now_ms()
-        bound = self._max_claims_in_flight if bounded else None
-        claims = self._store.claim(delivery_ids, now, now + self._claim_timeout_ms, bound)
+        bound = self._bounds[partition] if bounded else None
+        claims = store.claim(delivery_ids, now, now + self._claim_timeout_ms, bound)
         if not claims:
             return DispatchResult()
         refused = self._queue.send(claims)
-        released = self._store.release(refused, now) if refused else 0
+        released = store.release(refused, now) if refused else 0
         return DispatchResult(len(claims), len(claims) - len(refused), released)
 
-    def dispatch_soon(self, delivery_ids: Sequence[str], *, bounded: bool = True) -> int:
+    def dispatch_soon(
+        self, delivery_ids: Sequence[str], *, bounded: bool = True, partition: int = 0
+    ) -> int:
         """The intakes' and resend's fast path: best effort, never raises.
 
         The deliveries are already accepted and due in the schedule, so if
@@ -71,11 +92,23 @@ class Dispatcher:
         never run. Returns how many went to the queue.
         """
         try:
-            return self.dispatch(delivery_ids, bounded=bounded).queued
+            return self.dispatch(delivery_ids, bounded=bounded, partition=partition).queued
         except StoreUnavailable:
             return 0
 
     def dispatch_due(self, limit: int) -> DispatchResult:
-        """Claim and queue up to ``limit`` deliveries whose attempt is due, within the bound."""
-        due = self._store.due_delivery_ids(self._clock.now_ms(), limit)
-        return self.dispatch(due)
+        """Claim and queue up to ``limit`` deliveries whose attempt is due, within the bound.
+
+        With several partitions each is asked for its share of ``limit``.
+        """
+        share = max(1, ceil(limit / len(self._stores)))
+        claimed = queued = released = 0
+        saturated = False
+        for partition, store in enumerate(self._stores):
+            due = store.due_delivery_ids(self._clock.now_ms(), share)
+            result = self.dispatch(due, partition=partition)
+            claimed += result.claimed
+            queued += result.queued
+            released += result.released
+            saturated |= result.claimed == share and result.released == 0
+        return DispatchResult(claimed, queued, released, saturated)

@@ -142,7 +142,7 @@ class OperatorService:
         if result.created and self._dispatcher is not None:
             # Within the bound on claims in flight: a script resending many
             # deliveries must not flood the queue (the scheduler sends the rest).
-            self._dispatcher.dispatch_soon([clone.delivery_id])
+            self._dispatcher.dispatch_soon([clone.delivery_id], partition=result.partition)
         return Resent(self.get_delivery(result.delivery_id), replayed=not result.created)
 
     def _delivery(self, delivery_id: str) -> Delivery:

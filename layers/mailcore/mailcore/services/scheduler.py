@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -53,7 +53,7 @@ class Scheduler:
 
     def __init__(
         self,
-        store: AttemptStore,
+        stores: AttemptStore | Sequence[AttemptStore],
         dispatcher: Dispatcher,
         lease: Lease,
         observer: SchedulerObserver,
@@ -65,7 +65,7 @@ class Scheduler:
         recovery_batch: int = RECOVERY_BATCH,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._store = store
+        self._stores = list(stores) if isinstance(stores, Sequence) else [stores]
         self._dispatcher = dispatcher
         self._lease = lease
         self._observer = observer
@@ -99,14 +99,14 @@ class Scheduler:
                     if not self._recover(now, time_left_ms, report):
                         report.stopped_because = "lease lost"
                         return
-                    self._observer.schedule_stats(self._store.stats(now))
+                    self._observer.schedule_stats(self._stats(now))
                     next_recovery = now + RECOVERY_INTERVAL_MS
                 result = self._dispatcher.dispatch_due(self._claims_per_poll)
                 report.polls += 1
                 report.claimed += result.claimed
                 report.queued += result.queued
                 report.released += result.released
-                busy = result.claimed == self._claims_per_poll and result.released == 0
+                busy = result.saturated
                 failures = 0
             except StoreUnavailable as error:
                 report.store_errors += 1
@@ -126,12 +126,25 @@ class Scheduler:
         invocation's time is up. The lease is renewed between batches, as
         between polls; False when it was lost.
         """
-        while True:
-            recoveries = self._store.recover_expired(now, self._recovery_batch)
-            report.recovered += len(recoveries)
-            if recoveries:
-                self._observer.recovered(recoveries)
-            if len(recoveries) < self._recovery_batch or time_left_ms() <= self._reserve_ms:
-                return True
-            if not self._lease.renew():
-                return False
+        for store in self._stores:
+            while True:
+                recoveries = store.recover_expired(now, self._recovery_batch)
+                report.recovered += len(recoveries)
+                if recoveries:
+                    self._observer.recovered(recoveries)
+                if time_left_ms() <= self._reserve_ms:
+                    return True
+                if len(recoveries) < self._recovery_batch:
+                    break
+                if not self._lease.renew():
+                    return False
+        return True
+
+    def _stats(self, now: int) -> ScheduleStats:
+        """The schedule's gauges over every partition."""
+        each = [store.stats(now) for store in self._stores]
+        return ScheduleStats(
+            depth=sum(s.depth for s in each),
+            oldest_due_age_ms=max(s.oldest_due_age_ms for s in each),
+            claimed=sum(s.claimed for s in each),
+        )

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Protocol
 
 from mailcore.contracts.auth import AcceptanceOutcome
+from mailcore.contracts.malformed import STORE_FAILURE_MESSAGES
 from mailcore.contracts.stream import (
     CommandLimits,
     DeliveryCommand,
@@ -41,12 +42,6 @@ from mailcore.ports import (
 )
 from mailcore.services.dispatch import Dispatcher
 from mailcore.services.leased import run_under_lease
-
-# Refusals the store decides (they depend on what is already stored).
-STORE_FAILURE_MESSAGES = {
-    "idempotency_conflict": "idempotency_key was already used for a different command",
-    "delivery_id_conflict": "delivery_id already belongs to another delivery",
-}
 
 # One script call carries at most this much payload, so a batch of large
 # attachments never becomes one huge, server-blocking script.
@@ -127,7 +122,9 @@ class _Step:
         self.commands: dict[str, DeliveryCommand] = {}
         self.answer: Callable[[], StreamBatchResult] | None = None
 
-    def settle(self, handled: list[HandledEntry], created: list[str]) -> StreamBatchResult:
+    def settle(
+        self, handled: list[HandledEntry], created: list[tuple[int, str]]
+    ) -> StreamBatchResult:
         """Wait for the answer; say what became of each entry."""
         assert self.answer is not None
         answer, self.answer = self.answer, None
@@ -152,7 +149,7 @@ class _Step:
                 )
             )
             if entry_result.verdict is EntryVerdict.CREATED and entry_result.delivery_id:
-                created.append(entry_result.delivery_id)
+                created.append((entry_result.partition, entry_result.delivery_id))
         return result
 
     def drain(self) -> None:
@@ -198,7 +195,7 @@ class StreamIntake:
         """
         now = self._clock.now_ms()
         handled: list[HandledEntry] = []
-        created: list[str] = []
+        created: list[tuple[int, str]] = []
         in_flight: _Step | None = None
         try:
             for chunk in [*self._chunks(entries), None]:  # None: settle the last step
@@ -248,14 +245,19 @@ class StreamIntake:
             )
         return step
 
-    def _dispatch_now(self, created: Sequence[str]) -> None:
+    def _dispatch_now(self, created: Sequence[tuple[int, str]]) -> None:
         """First attempts go to the workers at once, while claims in flight are below the bound.
 
         Acceptance already put them in the schedule, due now: what the bound
         (or a failure) leaves unclaimed stays there, untouched, for the scheduler.
         """
-        if self._dispatcher is not None and created:
-            self._dispatcher.dispatch_soon(created)
+        if self._dispatcher is None or not created:
+            return
+        by_partition: dict[int, list[str]] = {}
+        for partition, delivery_id in created:
+            by_partition.setdefault(partition, []).append(delivery_id)
+        for partition, delivery_ids in by_partition.items():
+            self._dispatcher.dispatch_soon(delivery_ids, partition=partition)
 
     def _chunks(self, entries: Sequence[StreamEntry]) -> list[list[StreamEntry]]:
         chunks: list[list[StreamEntry]] = [[]]

@@ -47,10 +47,11 @@ class RedisAttemptStore:
         attempt_ttl: timedelta,
         retry_schedule: Sequence[timedelta],
         claim_timeout: timedelta = timedelta(seconds=45),
-        keys: RedisKeys | None = None,
+        partition: int = 0,
     ) -> None:
         self._client = client
-        self._keys = keys or RedisKeys()
+        self._partition = partition
+        self._keys = RedisKeys.of_partition(partition)
         self._delivery_ttl_ms = int(delivery_ttl.total_seconds() * 1000)
         self._attempt_ttl_ms = int(attempt_ttl.total_seconds() * 1000)
         self._ladder = tuple(retry_schedule)
@@ -65,6 +66,10 @@ class RedisAttemptStore:
     @property
     def retry_schedule(self) -> tuple[timedelta, ...]:
         return self._ladder
+
+    @property
+    def partition(self) -> int:
+        return self._partition
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -98,7 +103,9 @@ class RedisAttemptStore:
                 args += [delivery_id, secrets.token_urlsafe(18)]
             with translate_errors():
                 reply = self._claim(keys=keys, args=args)
-            claimed += [ClaimedAttempt(item[0], int(item[1]), item[2]) for item in reply]
+            claimed += [
+                ClaimedAttempt(item[0], int(item[1]), item[2], self._partition) for item in reply
+            ]
         return claimed
 
     def release(self, claims: Sequence[ClaimedAttempt], now_ms: int) -> int:

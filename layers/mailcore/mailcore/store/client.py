@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, cast
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.commands.core import Script
 from redis.credentials import CredentialProvider
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from mailcore.config import Settings
@@ -33,13 +37,58 @@ class SecretTokenProvider(CredentialProvider):
         return (self._username, token) if self._username else (token,)
 
 
+class LazyRedisCluster:
+    """A ``redis.RedisCluster`` made on first use, not at cold start.
+
+    redis-py's cluster client asks a node for the slot map in its
+    constructor. Made at module scope, that would put a network round trip
+    in every cold start, and a cluster that is down would fail the
+    function's init instead of answering 503. Everything but script
+    registration (which needs no server) is passed to the real client,
+    made once, on the first command; failing to reach the cluster then is
+    a ``redis.ConnectionError`` like any other outage, tried again next time.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._cluster: redis.RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def cluster(self) -> redis.RedisCluster:
+        if self._cluster is None:
+            with self._lock:
+                if self._cluster is None:
+                    try:
+                        self._cluster = redis.RedisCluster(**self._options)
+                    except RedisClusterException as error:
+                        raise redis.ConnectionError(
+                            f"could not reach the Redis cluster ({type(error).__name__})"
+                        ) from None
+        return self._cluster
+
+    def register_script(self, script: str) -> Script:
+        # As bytes, a Script computes its SHA without asking the client for an encoder.
+        return Script(cast(redis.Redis, self), script.encode())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cluster, name)
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, LazyRedisCluster | redis.RedisCluster)
+
+
 def build_redis_client(
     settings: Settings,
     *,
     decode_responses: bool = True,
     extra_read_time: timedelta = timedelta(0),
 ) -> redis.Redis:
-    """A client for the service's Redis.
+    """A client for the service's Redis: standalone, or a cluster with ``MAIL_REDIS_CLUSTER``.
+
+    A cluster client answers the same commands, so the stores take either
+    (typed as ``redis.Redis``); the few paths that differ ask :func:`is_cluster`.
 
     ``extra_read_time`` lengthens the read timeout for a client that blocks on
     purpose (``XREAD BLOCK``); connecting still has the operation timeout.
@@ -53,6 +102,23 @@ def build_redis_client(
         provider = SecretTokenProvider(
             settings.redis_username, secret_password_source(settings.redis_password_secret_arn)
         )
+    if settings.redis_cluster:
+        cluster = LazyRedisCluster(
+            host=settings.redis_host,
+            port=settings.redis_port,
+            username=None if provider else settings.redis_username,
+            password=None if provider else password,
+            credential_provider=provider,
+            ssl=settings.redis_tls_enabled,
+            socket_timeout=timeout + extra_read_time.total_seconds(),
+            socket_connect_timeout=timeout,
+            decode_responses=decode_responses,
+            # A failover moves a slot to the promoted replica within seconds:
+            # a few backed-off retries (each refreshing the slot map) ride it
+            # out; past them the caller sees StoreUnavailable (a 503).
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        )
+        return cast(redis.Redis, cluster)
     return redis.Redis(
         host=settings.redis_host,
         port=settings.redis_port,

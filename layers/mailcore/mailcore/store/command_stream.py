@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import redis
 
 from mailcore.ports import StreamEntry
+from mailcore.store.client import is_cluster
 from mailcore.store.redis_store import translate_errors
 
 
@@ -23,21 +25,72 @@ class RedisCommandStream:
     """
 
     def __init__(self, client: redis.Redis, stream: str) -> None:
-        # redis-py turns XREAD replies into dicts, which would hide repeated
-        # field names; this client is ours alone, so take the reply as sent.
-        client.set_response_callback("XREAD", _raw_reply)
+        self._cluster = is_cluster(client)
+        if not self._cluster:
+            # redis-py turns XREAD replies into dicts, which would hide repeated
+            # field names; this client is ours alone, so take the reply as sent.
+            client.set_response_callback("XREAD", _raw_reply)
         self._client = client
         self._stream = stream
 
     def read_after(self, offset: str, count: int, block_ms: int) -> list[StreamEntry]:
         with translate_errors():
-            reply = self._client.xread({self._stream: offset}, count=count, block=max(block_ms, 1))
+            if self._cluster:
+                reply = self._read_from_cluster(offset, count, max(block_ms, 1))
+            else:
+                reply = self._client.xread(
+                    {self._stream: offset}, count=count, block=max(block_ms, 1)
+                )
         entries: list[StreamEntry] = []
         for _stream, items in _streams(reply):
             for entry_id, flat in items:
                 pairs = tuple(zip(flat[0::2], flat[1::2], strict=True)) if flat else ()
                 entries.append(StreamEntry(_text(entry_id), pairs))
         return entries
+
+    def _read_from_cluster(self, offset: str, count: int, block_ms: int) -> Any:
+        """XREAD on the node that owns the stream, the reply taken as sent.
+
+        A cluster client parses replies with its nodes' callbacks, which
+        cannot be changed for nodes it has yet to meet, so the command goes
+        on a connection of the owning node's pool. A node that moved the
+        slot (``MOVED``) or went away makes the client re-read the slot map;
+        the poller backs off and reads again.
+        """
+        cluster: Any = self._client
+        node = cluster.get_node_from_key(self._stream)
+        pool = node.redis_connection.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command(
+                "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", self._stream, offset
+            )
+            reply = connection.read_response()
+        except _SLOT_ELSEWHERE as error:
+            pool.release(connection)
+            _refresh_slots(cluster)
+            raise redis.ConnectionError(f"stream slot moved ({type(error).__name__})") from None
+        except BaseException:
+            connection.disconnect()
+            pool.release(connection)
+            _refresh_slots(cluster)
+            raise
+        pool.release(connection)
+        return reply
+
+
+_SLOT_ELSEWHERE = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
+
+
+def _refresh_slots(cluster: Any) -> None:
+    # Best effort: if the cluster cannot answer now, the next read tries again.
+    with contextlib.suppress(Exception):
+        cluster.nodes_manager.initialize()
 
 
 def _streams(reply: Any) -> list[tuple[Any, Any]]:

@@ -27,6 +27,9 @@ class RedisIndexMaintenance:
             found = cast(list[str], list(self._client.scan_iter(match=f"{self._keys.prefix}idx:*")))
         return sorted(set(found))
 
+    def owns(self, index: str) -> bool:
+        return index.startswith(self._keys.prefix)
+
     def _record_key(self, index: str) -> Callable[[str], str]:
         k = self._keys
         if index == k.index_malformed():

@@ -1,8 +1,12 @@
 """Every Redis key name the service uses, and nothing else builds one.
 
-All keys of the service's state carry the same hash tag (``{p0}``), so every
+Every key carries a partition's hash tag (``{p0}``, ``{p1}``, ...), so every
 atomic Lua step touches a single hash slot and runs unchanged on Redis Cluster
-and ElastiCache Serverless. The tag names a partition: today there is one.
+and ElastiCache Serverless. A delivery, its attempts, its index entries, its
+idempotency record and its schedule entry all live in the partition its
+idempotency scope hashes to (:func:`partition_of`). The control keys (the
+stream offset, malformed-command records, leases) live in partition 0's
+slot, so with one partition a stream batch and its offset move in one step.
 
 The command stream is the producer's key and carries no tag; it is only read
 with ``XREAD`` outside scripts.
@@ -10,9 +14,25 @@ with ``XREAD`` outside scripts.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 DEFAULT_PARTITION = "p0"
+CONTROL_PARTITION = 0
+
+
+def partition_of(source: str, idempotency_key: str, partitions: int) -> int:
+    """The partition of an idempotency scope: stable across processes and releases.
+
+    CRC-32 rather than ``hash()``, which Python salts per process.
+    """
+    if partitions == 1:
+        return 0
+    return zlib.crc32(f"{source}\x00{idempotency_key}".encode()) % partitions
+
+
+def partition_tag(partition: int) -> str:
+    return f"p{partition}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +51,10 @@ class RedisKeys:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", f"mail:{{{self.partition}}}:")
+
+    @classmethod
+    def of_partition(cls, partition: int) -> RedisKeys:
+        return cls(partition_tag(partition))
 
     def delivery(self, delivery_id: str) -> str:
         return f"{self.prefix}delivery:{delivery_id}"

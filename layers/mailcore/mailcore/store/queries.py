@@ -14,7 +14,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import redis
 
@@ -56,6 +56,19 @@ class Position:
             ) from None
 
 
+class Walk(NamedTuple):
+    found: list[Position]
+    frontier: Position | None  # the last position examined; None: nothing older is left
+
+
+def _position(cursor: str | None) -> Position | None:
+    return Position.decode(cursor) if cursor else None
+
+
+def _encode(position: Position | None) -> str | None:
+    return position.encode() if position else None
+
+
 class RedisQueries:
     """Implements ``DeliveryQueries``."""
 
@@ -82,6 +95,12 @@ class RedisQueries:
     def deliveries(
         self, filters: DeliveryFilters, limit: int, cursor: str | None
     ) -> Page[Delivery]:
+        found, frontier = self.walk_deliveries(filters, limit, _position(cursor))
+        items = self.deliveries_at([position.member for position in found])
+        return Page(items, _encode(frontier))
+
+    def walk_deliveries(self, filters: DeliveryFilters, limit: int, after: Position | None) -> Walk:
+        """Positions of up to ``limit`` matching deliveries older than ``after``."""
         groups = self._filter_groups(filters)
         with translate_errors():
             if groups:
@@ -89,10 +108,13 @@ class RedisQueries:
                 driving = groups.pop(sizes.index(min(sizes)))
             else:
                 driving = [self._keys.index_created_at()]
-            members, next_cursor = self._walk(driving, groups, limit, cursor)
-            records = self._hashes([self._keys.delivery(m) for m in members])
-        items = [delivery_from_fields(record) for record in records if record]
-        return Page(items, next_cursor)
+            return self._walk(driving, groups, limit, after)
+
+    def deliveries_at(self, delivery_ids: Sequence[str]) -> list[Delivery]:
+        """The deliveries of a page, in its order (expired ones left out)."""
+        with translate_errors():
+            records = self._hashes([self._keys.delivery(m) for m in delivery_ids])
+        return [delivery_from_fields(record) for record in records if record]
 
     def _filter_groups(self, filters: DeliveryFilters) -> list[list[str]]:
         """One group per filter: a delivery matches a filter if it is in any key of its group."""
@@ -121,17 +143,26 @@ class RedisQueries:
 
     def malformed_commands(self, limit: int, cursor: str | None) -> Page[dict[str, str]]:
         with translate_errors():
-            members, next_cursor = self._walk([self._keys.index_malformed()], [], limit, cursor)
-            records = self._hashes([self._keys.malformed_command(m) for m in members])
-        return Page([record for record in records if record], next_cursor)
+            found, frontier = self._walk(
+                [self._keys.index_malformed()], [], limit, _position(cursor)
+            )
+            records = self._hashes([self._keys.malformed_command(p.member) for p in found])
+        return Page([record for record in records if record], _encode(frontier))
 
     def dead_letters(self, limit: int, cursor: str | None) -> Page[DeadLetter]:
+        found, frontier = self.walk_dead_letters(limit, _position(cursor))
+        return Page(self.dead_letters_at([p.member for p in found]), _encode(frontier))
+
+    def walk_dead_letters(self, limit: int, after: Position | None) -> Walk:
+        with translate_errors():
+            return self._walk([self._keys.index_dead_letters()], [], limit, after)
+
+    def dead_letters_at(self, delivery_ids: Sequence[str]) -> list[DeadLetter]:
         k = self._keys
         with translate_errors():
-            members, next_cursor = self._walk([k.index_dead_letters()], [], limit, cursor)
-            entries = self._hashes([k.dead_letter(m) for m in members])
-            deliveries = self._hashes([k.delivery(m) for m in members])
-        items = [
+            entries = self._hashes([k.dead_letter(m) for m in delivery_ids])
+            deliveries = self._hashes([k.delivery(m) for m in delivery_ids])
+        return [
             DeadLetter(
                 delivery_id=entry["delivery_id"],
                 attempts=int(entry.get("attempts", "0")),
@@ -143,7 +174,6 @@ class RedisQueries:
             for entry, delivery in zip(entries, deliveries, strict=True)
             if entry
         ]
-        return Page(items, next_cursor)
 
     # -- walking an index ---------------------------------------------------------------
 
@@ -152,25 +182,30 @@ class RedisQueries:
         driving: Sequence[str],
         checks: Sequence[Sequence[str]],
         limit: int,
-        cursor: str | None,
-    ) -> tuple[list[str], str | None]:
-        """Members of ``driving`` (newest first, after ``cursor``) in every group of ``checks``."""
-        position = Position.decode(cursor) if cursor else None
-        found: list[str] = []
+        after: Position | None,
+    ) -> Walk:
+        """Members of ``driving`` (newest first, older than ``after``) in every group of ``checks``.
+
+        Returns their positions and the position of the last member looked
+        at (None when the index ran out): every member between ``after`` and
+        it was examined.
+        """
+        position = after
+        found: list[Position] = []
         budget = limit * SCAN_FACTOR
         while len(found) < limit and budget > 0:
             candidates = self._after(driving, position, min(CHUNK, budget))
             if not candidates:
-                return found, None
+                return Walk(found, None)
             budget -= len(candidates)
             matches = self._matching([member for member, _ in candidates], checks)
             for member, score in candidates:
                 position = Position(score, member)
                 if member in matches:
-                    found.append(member)
+                    found.append(position)
                     if len(found) == limit:
                         break
-        return found, position.encode() if position else None
+        return Walk(found, position)
 
     def _after(
         self, keys: Sequence[str], position: Position | None, count: int

@@ -25,6 +25,7 @@ from mailcore.ports import (
     StreamBatchResult,
     StreamEntryResult,
 )
+from mailcore.store.client import is_cluster
 from mailcore.store.codec import (
     attempt_to_fields,
     delivery_to_fields,
@@ -40,6 +41,7 @@ _UNAVAILABLE = (
     redis.exceptions.ReadOnlyError,  # a replica answering during failover
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,  # a slot between owners in a failover
 )
 
 
@@ -85,6 +87,7 @@ class RedisDeliveryStore:
         keys: RedisKeys | None = None,
     ) -> None:
         self._client = client
+        self._cluster = is_cluster(client)
         self._clock = clock
         self._keys = keys or RedisKeys()
         self._idempotency_ttl_ms = _ms(idempotency_ttl)
@@ -157,6 +160,42 @@ class RedisDeliveryStore:
             return self._stream_result(items, new_offset, reply)
 
         return result
+
+    # -- steps of a batch spread over partitions (see store.partitions) -----------------
+
+    def submit_reported(self, items: Sequence[PendingDelivery]) -> Callable[[], list[Any]]:
+        """Accept stream deliveries of this partition, no offset; conflicts write nothing.
+
+        Each answer is the script's verdict ("created", "duplicate" with
+        same-fingerprint 1|0, or "id_taken"); the caller records conflicts
+        with the offset, in the control partition.
+        """
+        call = _ScriptCall()
+        for item in items:
+            self._add_acceptance(
+                call, item.delivery, item.first_attempt, item.fingerprint, item.outcome, "report"
+            )
+        answer = self._send(*_script_input(call, None, "", ""))
+
+        def verdicts() -> list[Any]:
+            reply = answer()
+            if reply[0] != "ok":
+                raise StoreInvariantBroken(f"partition batch refused: {reply[0]}")
+            return list(reply[1])
+
+        return verdicts
+
+    def record_and_advance(
+        self,
+        stream: str,
+        expected_offset: str,
+        new_offset: str,
+        malformed: Sequence[MalformedCommand],
+    ) -> Any:
+        """Write malformed records and move the offset, in one step; the script's reply."""
+        call = self._stream_call(stream, malformed, self._clock.now_ms(), with_records=True)
+        offset_key = self._keys.stream_offset(stream)
+        return self._call(*_script_input(call, offset_key, expected_offset, new_offset))
 
     def _stream_result(
         self, items: Sequence[PendingDelivery | MalformedCommand], new_offset: str, reply: Any
@@ -311,6 +350,12 @@ class RedisDeliveryStore:
         generic command path, which cost the REST intake more than
         building the call does.
         """
+        if self._cluster:
+            # The cluster client routes by the first key and follows MOVED;
+            # it has no single pool to send through by hand.
+            with translate_errors():
+                reply = self._accept_batch(keys=keys, args=args)
+            return lambda: reply
         pool = self._client.connection_pool
         with translate_errors():
             connection: Any = pool.get_connection()
