@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailcore.composition import (
-    build_attempt_store,
+    build_attempt_stores,
+    build_claimed_attempt_steps,
     build_delivery_store,
     build_dispatcher,
     load_catalog,
@@ -27,7 +28,9 @@ from mailcore.services.attempts import AttemptExecutor, AttemptReport
 from mailcore.services.auth_intake import AuthIntake
 from mailcore.services.dispatch import Dispatcher, DispatchResult
 from mailcore.store.attempt_store import RedisAttemptStore
+from mailcore.store.client import build_redis_client
 from tests.support.fakes import FixedClock
+from tests.support.partitions import home_keys
 
 
 @dataclass
@@ -42,18 +45,26 @@ class Pipeline:
     def __post_init__(self) -> None:
         assert self.settings.attempt_queue_url
         self.queue_url: str = self.settings.attempt_queue_url
-        self.store: RedisAttemptStore = build_attempt_store(self.settings)
-        dispatcher = build_dispatcher(self.settings, self.clock, sqs_client=self.sqs)
+        self.stores: list[RedisAttemptStore] = build_attempt_stores(self.settings)
+        dispatcher = build_dispatcher(
+            self.settings, self.clock, sqs_client=self.sqs, stores=self.stores
+        )
         assert dispatcher is not None
         self.dispatcher: Dispatcher = dispatcher
         self.executor = AttemptExecutor(
-            self.store,
+            build_claimed_attempt_steps(self.settings),
             load_catalog(self.settings),
             self.provider,
             sender_of(self.settings),
             self.clock,
         )
         self.recoveries: list[tuple[str, str]] = []
+
+    def store_for(self, delivery_id: str) -> RedisAttemptStore:
+        """The attempt store of the partition holding this delivery."""
+        with build_redis_client(self.settings) as client:
+            keys = home_keys(client, delivery_id)
+        return self.stores[int(keys.partition.removeprefix("p"))]
 
     def accept_login_code(
         self,
@@ -81,7 +92,8 @@ class Pipeline:
 
     def tick(self) -> DispatchResult:
         """One scheduler poll: recover expired claims, then dispatch what is due."""
-        self.recoveries += self.store.recover_expired(self.clock.now_ms())
+        for store in self.stores:
+            self.recoveries += store.recover_expired(self.clock.now_ms())
         return self.dispatcher.dispatch_due(100)
 
     def queued_messages(self) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import cast
 import redis
 
 from mailcore.store.keys import RedisKeys
+from tests.support.partitions import EVERY_PARTITION
 
 
 # The test clients decode responses; redis-py's stubs still say bytes | str.
@@ -26,7 +27,10 @@ def text_hash(client: redis.Redis, key: str) -> dict[str, str]:
 
 
 def find_partial_state(client: redis.Redis, keys: RedisKeys | None = None) -> list[str]:
-    k = keys or RedisKeys()
+    """Problems in one partition (``keys``), or in every partition."""
+    if keys is None:
+        return [problem for k in EVERY_PARTITION for problem in find_partial_state(client, k)]
+    k = keys
     problems: list[str] = []
     delivery_prefix = k.delivery("")
     deliveries = {
@@ -76,5 +80,7 @@ def find_partial_state(client: redis.Redis, keys: RedisKeys | None = None) -> li
 
 
 def count_deliveries(client: redis.Redis, keys: RedisKeys | None = None) -> int:
-    k = keys or RedisKeys()
-    return len(text_keys(client, k.delivery("") + "*"))
+    """Deliveries stored in one partition (``keys``), or in all of them."""
+    if keys is None:
+        return len(text_keys(client, "mail:{p*}:delivery:*"))
+    return len(text_keys(client, keys.delivery("") + "*"))

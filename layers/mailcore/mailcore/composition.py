@@ -97,6 +97,18 @@ def build_attempt_stores(
     return [build_attempt_store(settings, client, n) for n in range(settings.redis_partitions)]
 
 
+def build_claimed_attempt_steps(
+    settings: Settings, client: redis.Redis | None = None
+) -> ClaimedAttemptSteps:
+    """What a worker needs: partition 0's attempt store, or a router over the partitions."""
+    stores = build_attempt_stores(settings, client)
+    if len(stores) == 1:
+        return stores[0]
+    from mailcore.store.partitions import ClaimRouter
+
+    return ClaimRouter(stores)
+
+
 def build_dispatcher(
     settings: Settings,
     clock: Clock,
@@ -307,15 +319,8 @@ def build_attempt_executor(
 ) -> AttemptExecutor:
     from mailcore.services.attempts import AttemptExecutor
 
-    stores = build_attempt_stores(settings)
-    if len(stores) == 1:
-        steps: ClaimedAttemptSteps = stores[0]
-    else:
-        from mailcore.store.partitions import ClaimRouter
-
-        steps = ClaimRouter(stores)
     return AttemptExecutor(
-        steps,
+        build_claimed_attempt_steps(settings),
         catalog or load_catalog(settings),
         provider or build_provider(settings, secrets_client),
         sender_of(settings),
