@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pytest
 import redis
@@ -74,6 +74,7 @@ class LocalStack:
     log_file: IO[bytes]
     redis_addr: str = ""
     exit_code: int | None = field(default=None)
+    cluster: bool = False  # the stack talks to a Redis Cluster (--redis-cluster)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -106,6 +107,11 @@ class LocalStack:
 
     def redis(self) -> redis.Redis:
         host, _, port = self.redis_addr.rpartition(":")
+        if self.cluster:
+            # Answers the same commands (XADD, reads) and follows the slots.
+            return cast(
+                redis.Redis, redis.RedisCluster(host=host, port=int(port), decode_responses=True)
+            )
         return redis.Redis(host=host, port=int(port), decode_responses=True)
 
     def request(

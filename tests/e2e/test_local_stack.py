@@ -44,7 +44,10 @@ def key() -> str:
 def test_the_banner_says_where_everything_is(smtp_stack: LocalStack) -> None:
     log = smtp_stack.log()
     data_dir = smtp_stack.data_dir
-    assert f"data {data_dir / 'redis'} (AOF, kept across runs)" in log
+    if smtp_stack.cluster:
+        assert f"redis     {smtp_stack.redis_addr}  (MAIL_REDIS_ADDR, not managed here)" in log
+    else:
+        assert f"data {data_dir / 'redis'} (AOF, kept across runs)" in log
     assert f"127.0.0.1:{smtp_stack.smtp_port}  capture server; mail in {data_dir / 'mail'}/" in log
     assert "/123456789012/mail-local-AttemptQueue" in log
     assert f"--api {smtp_stack.api_url} deliveries list" in log

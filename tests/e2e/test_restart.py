@@ -37,6 +37,7 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+@pytest.mark.standalone_redis("the stack's own redis-server is what is restarted")
 def test_pending_work_survives_ctrl_c_and_completes_after_a_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = start_stack(data_dir, tmp_path / "first.log", SLOW_FIRST_RETRY)
