@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help setup test lint typecheck pytest sam-validate sam-build local lock clean
+.PHONY: help setup test lint typecheck pytest pytest-cluster sam-validate sam-build local lock clean
 
 help:
 	@echo "make local   run the whole pipeline locally: redis, SMTP capture, SQS (moto), API on :3000, schedules, workers"
@@ -39,6 +39,11 @@ typecheck: setup
 pytest: setup
 	pytest
 
+# The integration and e2e tiers again, on a local three-primary Redis Cluster
+# with the service in cluster mode over several partitions.
+pytest-cluster: setup
+	pytest -q -p no:cacheprovider --redis-cluster tests/integration tests/e2e
+
 sam-validate: setup
 	sam validate --lint
 
@@ -46,7 +51,7 @@ sam-build: setup
 	sam build --parallel
 
 # pytest runs last: the build is checked first, and its summary closes the output.
-test: lint typecheck sam-validate sam-build pytest
+test: lint typecheck sam-validate sam-build pytest-cluster pytest
 
 local: setup
 	python -m scripts.local_stack
