@@ -168,25 +168,37 @@ class PartitionedDeliveryStore:
         Within its own partition the acceptance script checks the id itself
         (an entry read again finds its own delivery there, a duplicate).
         """
-        checks: list[tuple[int, str]] = []
         home: dict[str, int] = {}
         taken: list[int] = []
+        # Per other partition, the ids to look for there: one multi-key
+        # EXISTS each (its keys share that partition's slot), all pipelined.
+        # It counts; only a partition that finds any is asked id by id.
+        elsewhere: dict[int, list[tuple[int, str]]] = defaultdict(list)
         for partition, indexes in sorted(by_partition.items()):
             for index in indexes:
                 delivery_id = _pending(items[index]).delivery.delivery_id
                 if home.setdefault(delivery_id, partition) != partition:
                     taken.append(index)
-                checks += [
-                    (index, self._keys[other].delivery(delivery_id))
-                    for other in range(len(self._stores))
-                    if other != partition
-                ]
+                for other in range(len(self._stores)):
+                    if other != partition:
+                        elsewhere[other].append((index, self._keys[other].delivery(delivery_id)))
         with translate_errors():
             pipe = self._client.pipeline(transaction=False)
-            for _, key in checks:
-                pipe.exists(key)
-            found = pipe.execute()
-        taken += [index for (index, _), exists in zip(checks, found, strict=True) if exists]
+            for checks in elsewhere.values():
+                pipe.exists(*(key for _, key in checks))
+            counts = pipe.execute()
+            suspects = [
+                check
+                for checks, count in zip(elsewhere.values(), counts, strict=True)
+                if count
+                for check in checks
+            ]
+            if suspects:
+                pipe = self._client.pipeline(transaction=False)
+                for _, key in suspects:
+                    pipe.exists(key)
+                found = pipe.execute()
+                taken += [i for (i, _), hit in zip(suspects, found, strict=True) if hit]
         return sorted(set(taken))
 
 
