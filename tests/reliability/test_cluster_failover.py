@@ -202,3 +202,19 @@ def test_a_primary_failing_over_under_load_loses_and_doubles_nothing(
         if client.exists(RedisKeys.of_partition(p).delivery(d))
     )
     assert statuses == Counter({"sent": len(acknowledged)})
+
+
+def test_a_cluster_that_goes_away_is_an_outage_not_an_error(backend: ClusterBackend) -> None:
+    # Given the auth intake in cluster mode, having accepted a login code
+    settings = Settings.from_environ({**backend.environ(), "MAIL_REDIS_OPERATION_TIMEOUT": "200ms"})
+    intake = build_auth_intake(settings)
+    request = LoginCodeDeliveryRequest(email="ada@example.com", code="482913", locale="en")
+    intake.accept_login_code(request, "before")
+
+    # When every node of the cluster stops
+    backend.stop()
+
+    # Then the next request is refused as the store being unavailable (a 503
+    # the caller retries), not an unexpected error (a 500)
+    with pytest.raises(StoreUnavailable):
+        intake.accept_login_code(request, "after")

@@ -41,7 +41,10 @@ _UNAVAILABLE = (
     redis.exceptions.ReadOnlyError,  # a replica answering during failover
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
-    redis.exceptions.SlotNotCoveredError,  # a slot between owners in a failover
+    # A cluster client that can reach no node at all (its slot map cannot be
+    # refreshed) says so with this base class; the service's keys never span
+    # slots, so it never stands for a cross-slot mistake here.
+    redis.exceptions.RedisClusterException,
 )
 
 
