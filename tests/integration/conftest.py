@@ -10,11 +10,11 @@ import pytest
 import redis
 from moto import mock_aws
 
-from mailcore.composition import build_delivery_store
+from mailcore.composition import build_delivery_store, build_queries
 from mailcore.config import Settings
+from mailcore.ports import DeliveryQueries
 from mailcore.store.client import build_redis_client
 from mailcore.store.partitions import PartitionedDeliveryStore
-from mailcore.store.queries import RedisQueries
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.redis_backend import RedisBackend
 
@@ -42,9 +42,9 @@ def store(settings: Settings) -> RedisDeliveryStore | PartitionedDeliveryStore:
 
 
 @pytest.fixture
-def queries(settings: Settings) -> RedisQueries:
-    """The operator's reads, to look at what the store wrote."""
-    return RedisQueries(build_redis_client(settings))
+def queries(settings: Settings) -> DeliveryQueries:
+    """The operator's reads over every partition, to look at what the store wrote."""
+    return build_queries(settings, build_redis_client(settings))
 
 
 @pytest.fixture

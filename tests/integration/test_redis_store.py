@@ -1,4 +1,9 @@
-"""The Redis store's atomic acceptance, against a real redis-server."""
+"""The Redis store's atomic acceptance, against a real redis-server.
+
+With partitions (``--redis-cluster``) a delivery and everything its
+acceptance writes live in the partition of its idempotency scope: the
+checks read that partition (``home_keys``) and add counts up over all.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +22,19 @@ from mailcore.contracts.auth import LoginCodeDeliveryRequest
 from mailcore.domain.model import Attempt, Delivery, Envelope, PayloadMode, Source
 from mailcore.domain.states import AttemptStatus, DeliveryStatus
 from mailcore.errors import StoreInvariantBroken, StoreUnavailable
+from mailcore.ports import DeliveryQueries
 from mailcore.services.auth_intake import AuthIntake
 from mailcore.store.client import build_redis_client
-from mailcore.store.keys import RedisKeys, key_catalog
+from mailcore.store.keys import key_catalog, partition_of
+from mailcore.store.partitions import PartitionedDeliveryStore
 from mailcore.store.queries import RedisQueries
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.fakes import FixedClock
 from tests.support.network import free_port
+from tests.support.partitions import EVERY_PARTITION, home_keys, total
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
-KEYS = RedisKeys()
+Store = RedisDeliveryStore | PartitionedDeliveryStore
 NOW = 1_795_338_900_000
 HOUR_MS = 3_600_000
 
@@ -62,7 +70,7 @@ def snapshot(client: redis.Redis) -> dict[str, bytes | None]:
 
 
 def test_acceptance_stores_indexes_and_schedules_the_delivery_whole(
-    store: RedisDeliveryStore, redis_client: redis.Redis, queries: RedisQueries
+    store: Store, redis_client: redis.Redis, queries: DeliveryQueries
 ) -> None:
     # Given a queued delivery with a full envelope
     delivery = queued_delivery()
@@ -74,47 +82,52 @@ def test_acceptance_stores_indexes_and_schedules_the_delivery_whole(
     assert result.created
     assert queries.delivery(delivery.delivery_id) == delivery
     assert queries.attempts(delivery.delivery_id, 1) == [first_attempt(delivery)]
-    # And it is due now in the attempt schedule
-    assert redis_client.zscore(KEYS.attempt_schedule(), delivery.delivery_id) == NOW
+    # And it is due now in the attempt schedule of its partition
+    home = home_keys(redis_client, delivery.delivery_id)
+    assert redis_client.zscore(home.attempt_schedule(), delivery.delivery_id) == NOW
     # And every index holds it, scored by creation time (recipients lower-cased)
     for index in [
-        KEYS.index_created_at(),
-        KEYS.index_status("queued"),
-        KEYS.index_source("notification"),
-        KEYS.index_template("order.shipped"),
-        KEYS.index_idempotency("notification", "order-42-shipped"),
-        KEYS.index_recipient("ada@example.com"),
-        KEYS.index_recipient("bob@example.com"),
-        KEYS.index_recipient("audit@example.com"),
+        home.index_created_at(),
+        home.index_status("queued"),
+        home.index_source("notification"),
+        home.index_template("order.shipped"),
+        home.index_idempotency("notification", "order-42-shipped"),
+        home.index_recipient("ada@example.com"),
+        home.index_recipient("bob@example.com"),
+        home.index_recipient("audit@example.com"),
     ]:
         assert redis_client.zscore(index, delivery.delivery_id) == NOW, index
-    # A reply-to address is not a recipient
-    assert not redis_client.exists(KEYS.index_recipient("support@example.com"))
+    # A reply-to address is not a recipient, in any partition
+    assert not any(
+        redis_client.exists(keys.index_recipient("support@example.com")) for keys in EVERY_PARTITION
+    )
     assert find_partial_state(redis_client) == []
 
 
 def test_every_key_of_the_acceptance_lives_in_one_hash_slot(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis
 ) -> None:
     delivery = queued_delivery()
     store.accept(delivery, first_attempt(delivery), fingerprint="fp-1", outcome="sent")
     keys = text_keys(redis_client)
     slots = {key_slot(key.encode()) for key in keys}
     assert len(keys) >= 10
-    assert slots == {key_slot(KEYS.attempt_schedule().encode())}
+    home = home_keys(redis_client, delivery.delivery_id)
+    assert slots == {key_slot(home.attempt_schedule().encode())}
 
 
 def test_live_records_carry_no_ttl_and_the_idempotency_key_expires(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis
 ) -> None:
     delivery = queued_delivery()
     store.accept(delivery, first_attempt(delivery), fingerprint="fp-1", outcome="sent")
 
     # Live state must not be evicted under volatile-lru: no TTL at all.
-    assert redis_client.pttl(KEYS.delivery(delivery.delivery_id)) == -1
-    assert redis_client.pttl(KEYS.attempt(delivery.delivery_id, 1)) == -1
-    assert redis_client.pttl(KEYS.attempt_schedule()) == -1
-    idempotency_ttl = redis_client.pttl(KEYS.idempotency("notification", "order-42-shipped"))
+    home = home_keys(redis_client, delivery.delivery_id)
+    assert redis_client.pttl(home.delivery(delivery.delivery_id)) == -1
+    assert redis_client.pttl(home.attempt(delivery.delivery_id, 1)) == -1
+    assert redis_client.pttl(home.attempt_schedule()) == -1
+    idempotency_ttl = redis_client.pttl(home.idempotency("notification", "order-42-shipped"))
     assert 168 * HOUR_MS - 60_000 < idempotency_ttl <= 168 * HOUR_MS
 
 
@@ -129,16 +142,19 @@ def test_a_delivery_born_settled_gets_the_retention_ttl_and_no_attempt(
     store.accept(suppressed, None, fingerprint="fp-1", outcome="suppressed")
 
     # Then it expires after the retention period, and nothing is scheduled
-    ttl = redis_client.pttl(KEYS.delivery(suppressed.delivery_id))
+    home = home_keys(redis_client, suppressed.delivery_id)
+    ttl = redis_client.pttl(home.delivery(suppressed.delivery_id))
     assert 48 * HOUR_MS - 60_000 < ttl <= 48 * HOUR_MS
-    assert redis_client.zcard(KEYS.attempt_schedule()) == 0
-    assert not redis_client.exists(KEYS.attempt(suppressed.delivery_id, 1))
-    assert redis_client.zscore(KEYS.index_status("suppressed"), suppressed.delivery_id) == NOW
+    assert total(redis_client, lambda keys: keys.attempt_schedule()) == 0
+    assert not any(
+        redis_client.exists(keys.attempt(suppressed.delivery_id, 1)) for keys in EVERY_PARTITION
+    )
+    assert redis_client.zscore(home.index_status("suppressed"), suppressed.delivery_id) == NOW
     assert find_partial_state(redis_client) == []
 
 
 def test_a_duplicate_key_changes_nothing_and_reports_the_first_delivery(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis
 ) -> None:
     first = queued_delivery()
     store.accept(first, first_attempt(first), fingerprint="fp-1", outcome="sent")
@@ -165,20 +181,33 @@ def test_a_duplicate_key_changes_nothing_and_reports_the_first_delivery(
 
 
 def test_an_id_collision_is_refused_before_anything_is_written(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis, settings: Settings
 ) -> None:
+    # Given a stored delivery
     first = queued_delivery()
     store.accept(first, first_attempt(first), fingerprint="fp-1", outcome="sent")
     before = snapshot(redis_client)
 
-    clash = replace(first, idempotency_key="another-key")
+    # When another request (another key, in the same partition) brings its id,
+    # Then it is refused and nothing is written. (The REST intake and resend
+    # make their ids, ULIDs, so only a bug could get here; stream commands,
+    # whose ids callers choose, are checked across partitions:
+    # test_stream_poller's delivery-id test.)
+    partitions = settings.redis_partitions
+    home = partition_of(first.source, first.idempotency_key, partitions)
+    other_key = next(
+        key
+        for key in (f"another-key-{n}" for n in range(1000))
+        if partition_of(first.source, key, partitions) == home
+    )
+    clash = replace(first, idempotency_key=other_key)
     with pytest.raises(StoreInvariantBroken):
         store.accept(clash, first_attempt(clash), fingerprint="fp-9", outcome="sent")
     assert snapshot(redis_client) == before
 
 
 def test_the_script_is_reloaded_after_the_server_forgets_it(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis
 ) -> None:
     # Given a server whose script cache was flushed (restart, failover)
     redis_client.script_flush()
@@ -221,7 +250,7 @@ def test_fifty_concurrent_identical_requests_create_exactly_one_delivery(
     assert len({delivery_id for delivery_id, _ in answers}) == 1
     assert sum(1 for _, replayed in answers if not replayed) == 1
     assert count_deliveries(redis_client) == 1
-    assert redis_client.zcard(KEYS.attempt_schedule()) == 1
+    assert total(redis_client, lambda keys: keys.attempt_schedule()) == 1
     assert find_partial_state(redis_client) == []
 
 
@@ -250,7 +279,7 @@ class _ThreadSafeIds:
 
 
 def test_every_key_written_is_in_the_documented_catalog(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis
 ) -> None:
     # Given acceptances of every kind: queued with a full envelope, and born settled
     delivery = queued_delivery()
@@ -262,10 +291,11 @@ def test_every_key_written_is_in_the_documented_catalog(
     )
     store.accept(settled, None, fingerprint="f", outcome="suppressed")
 
-    # Then every key in Redis matches a pattern of the key catalog
+    # Then every key in Redis matches a pattern of the key catalog (of its partition)
     patterns = [
         re.compile(re.sub(r"<[a-z_]+>", ".+", re.escape(spec.pattern)) + "$")
-        for spec in key_catalog()
+        for keys in EVERY_PARTITION
+        for spec in key_catalog(keys)
     ]
     for key in text_keys(redis_client):
         assert any(pattern.match(key) for pattern in patterns), key

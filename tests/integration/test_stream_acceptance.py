@@ -3,6 +3,8 @@
 A batch goes to ``accept_batch.lua`` without the malformed-record blocks of
 its deliveries (building their redacted raw fields is the costliest part of
 an entry); the script writes nothing and asks for them when one conflicts.
+With partitions, each partition's step only reports its conflicts, and only
+those entries' records are built, for the last step in partition 0.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import mailcore.services.stream_intake as stream_intake_module
 from mailcore.contracts.stream import CommandLimits, RawFields, redacted_raw_fields
 from mailcore.ports import EntryVerdict, StreamEntry
 from mailcore.services.stream_intake import StreamIntake
-from mailcore.store.keys import RedisKeys
+from mailcore.store.partitions import PartitionedDeliveryStore
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.commands import STREAM, command, template_payload
 from tests.support.fakes import FixedClock
+from tests.support.partitions import CONTROL, drop_client_connections
 from tests.support.store_invariants import count_deliveries, find_partial_state
 
-KEYS = RedisKeys()
+Store = RedisDeliveryStore | PartitionedDeliveryStore
 SECRET = "tok-SECRET-7781"  # a secret template variable of template_payload()
 
 
@@ -59,16 +62,16 @@ def redactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return count
 
 
-def intake(store: RedisDeliveryStore) -> StreamIntake:
+def intake(store: Store) -> StreamIntake:
     return StreamIntake(store, FixedClock(), STREAM, CommandLimits())
 
 
 def record_of(client: redis.Redis, entry_id: str) -> dict[str, str]:
-    return cast(dict[str, str], client.hgetall(KEYS.malformed_command(entry_id)))
+    return cast(dict[str, str], client.hgetall(CONTROL.malformed_command(entry_id)))
 
 
 def test_entries_without_a_conflict_never_have_their_raw_fields_built(
-    store: RedisDeliveryStore, redis_client: redis.Redis, redactions: list[int]
+    store: Store, redis_client: redis.Redis, redactions: list[int]
 ) -> None:
     result = intake(store).accept("0-0", [entry(n) for n in range(1, 6)])
 
@@ -76,11 +79,11 @@ def test_entries_without_a_conflict_never_have_their_raw_fields_built(
     assert redactions[0] == 0
     assert count_deliveries(redis_client) == 5
     assert find_partial_state(redis_client) == []
-    assert redis_client.get(KEYS.stream_offset(STREAM)) == "1-5"
+    assert redis_client.get(CONTROL.stream_offset(STREAM)) == "1-5"
 
 
 def test_a_conflict_with_a_stored_command_is_recorded_with_its_raw_fields_redacted(
-    store: RedisDeliveryStore, redis_client: redis.Redis, redactions: list[int]
+    store: Store, redis_client: redis.Redis, redactions: list[int]
 ) -> None:
     # Given command 1 accepted earlier
     intake(store).accept("0-0", [entry(1)])
@@ -103,15 +106,15 @@ def test_a_conflict_with_a_stored_command_is_recorded_with_its_raw_fields_redact
     assert SECRET not in record["raw_fields"]
     assert "QUJDQUJD" not in record["raw_fields"]
     assert '"reset_token":"[redacted]"' in raw["payload_json"]
-    assert redis_client.zscore(KEYS.index_malformed(), "2-2") is not None
-    assert not redis_client.exists(KEYS.malformed_command("2-1"))
+    assert redis_client.zscore(CONTROL.index_malformed(), "2-2") is not None
+    assert not redis_client.exists(CONTROL.malformed_command("2-1"))
     assert count_deliveries(redis_client) == 2
     assert find_partial_state(redis_client) == []
-    assert redis_client.get(KEYS.stream_offset(STREAM)) == "2-2"
+    assert redis_client.get(CONTROL.stream_offset(STREAM)) == "2-2"
 
 
 def test_conflicts_within_one_batch_are_decided_in_stream_order(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis
 ) -> None:
     batch = [
         entry(1, "1-1"),
@@ -142,7 +145,7 @@ def test_conflicts_within_one_batch_are_decided_in_stream_order(
 
 
 def test_the_stream_script_is_reloaded_after_the_server_forgets_it(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis
 ) -> None:
     redis_client.script_flush()
 
@@ -153,11 +156,11 @@ def test_the_stream_script_is_reloaded_after_the_server_forgets_it(
 
 
 def test_a_pooled_connection_the_server_closed_is_replaced(
-    store: RedisDeliveryStore, redis_client: redis.Redis
+    store: Store, redis_client: redis.Redis
 ) -> None:
     intake(store).accept("0-0", [entry(1)])
     # The server drops the store's idle connection (restart, idle timeout)
-    redis_client.client_kill_filter(_type="normal", skipme=True)
+    drop_client_connections(redis_client)
 
     result = intake(store).accept("1-1", [entry(2, "2-1")])
 

@@ -22,10 +22,9 @@ from mailcore.contracts.stream import CommandLimits
 from mailcore.domain.clock import SystemClock
 from mailcore.domain.model import PayloadMode, Source
 from mailcore.domain.states import DeliveryStatus
-from mailcore.ports import EntryVerdict, StreamEntry
+from mailcore.ports import DeliveryQueries, EntryVerdict, StreamEntry
 from mailcore.services.stream_intake import PollReport, StreamIntake, StreamPoller
-from mailcore.store.keys import RedisKeys
-from mailcore.store.queries import RedisQueries
+from mailcore.store.partitions import PartitionedDeliveryStore
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.commands import (
     LOGO_BYTES,
@@ -40,13 +39,15 @@ from tests.support.commands import (
 from tests.support.crashing_poller import DIED_BETWEEN_READ_AND_ACCEPT
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
+from tests.support.partitions import CONTROL, drop_client_connections, home_keys, total
 from tests.support.polling import RecordingObserver, for_seconds, last_entry_id, until_drained
 from tests.support.redis_backend import RedisBackend
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
-KEYS = RedisKeys()
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MakePoller = Callable[..., tuple[StreamPoller, RecordingObserver]]
+# Every partition's keys; the command stream (the producer's, untagged) is not among them.
+SERVICE_KEYS = "mail:{p*}:*"
 
 
 @pytest.fixture
@@ -72,17 +73,17 @@ def drain(poller: StreamPoller, client: redis.Redis) -> PollReport:
 
 
 def stored_offset(client: redis.Redis) -> str | None:
-    return cast(str | None, client.get(KEYS.stream_offset(STREAM)))
+    return cast(str | None, client.get(CONTROL.stream_offset(STREAM)))
 
 
 def malformed_record(client: redis.Redis, entry_id: str) -> dict[str, str]:
-    return cast(dict[str, str], client.hgetall(KEYS.malformed_command(entry_id)))
+    return cast(dict[str, str], client.hgetall(CONTROL.malformed_command(entry_id)))
 
 
 def test_a_rendered_command_becomes_a_queued_delivery(
     make_poller: MakePoller,
     redis_client: redis.Redis,
-    queries: RedisQueries,
+    queries: DeliveryQueries,
 ) -> None:
     # Given a rendered command with a full envelope and two attachments on the stream
     entry_id = publish(redis_client, command(1))
@@ -112,9 +113,10 @@ def test_a_rendered_command_becomes_a_queued_delivery(
     assert delivery.attachments[1].inline
     assert delivery.attachments[1].content_id == "logo@example.com"
     assert (delivery.request_id, delivery.trace_id) == ("req-1", "trace-1")
-    assert redis_client.zscore(KEYS.attempt_schedule(), "notif-000001") is not None
+    home = home_keys(redis_client, "notif-000001")
+    assert redis_client.zscore(home.attempt_schedule(), "notif-000001") is not None
     for address in ["ada@example.com", "bob@example.com", "audit@example.com"]:
-        assert redis_client.zscore(KEYS.index_recipient(address), "notif-000001") is not None
+        assert redis_client.zscore(home.index_recipient(address), "notif-000001") is not None
     assert find_partial_state(redis_client) == []
     # And the offset moved past the entry, which the observer saw accepted
     assert stored_offset(redis_client) == entry_id
@@ -125,7 +127,7 @@ def test_a_rendered_command_becomes_a_queued_delivery(
 def test_a_template_command_becomes_a_queued_delivery(
     make_poller: MakePoller,
     redis_client: redis.Redis,
-    queries: RedisQueries,
+    queries: DeliveryQueries,
 ) -> None:
     publish(redis_client, command(2, mode="template"))
     poller, observer = make_poller()
@@ -143,7 +145,7 @@ def test_a_template_command_becomes_a_queued_delivery(
     }
     assert delivery.secret_variables == {"reset_token"}
     assert delivery.content is None
-    index = KEYS.index_template("account.password_reset")
+    index = home_keys(redis_client, "notif-000002").index_template("account.password_reset")
     assert redis_client.zscore(index, "notif-000002") is not None
     assert observer.handled[0].template_id == "account.password_reset"
     assert find_partial_state(redis_client) == []
@@ -156,7 +158,7 @@ def test_an_identical_duplicate_only_moves_the_offset(
     publish(redis_client, command(3))
     poller, _ = make_poller()
     drain(poller, redis_client)
-    before = {key: redis_client.dump(key) for key in text_keys(redis_client, "mail:{p0}:*")}
+    before = {key: redis_client.dump(key) for key in text_keys(redis_client, SERVICE_KEYS)}
 
     # When the producer publishes it again, with new tracing ids
     again = publish(redis_client, command(3, request_id="req-retry", trace_id="trace-retry"))
@@ -165,8 +167,8 @@ def test_an_identical_duplicate_only_moves_the_offset(
 
     # Then it is a no-op: only the offset changed
     assert (report.accepted, report.duplicates, report.malformed) == (0, 1, 0)
-    after = {key: redis_client.dump(key) for key in text_keys(redis_client, "mail:{p0}:*")}
-    offset_key = KEYS.stream_offset(STREAM)
+    after = {key: redis_client.dump(key) for key in text_keys(redis_client, SERVICE_KEYS)}
+    offset_key = CONTROL.stream_offset(STREAM)
     assert {k: v for k, v in after.items() if k != offset_key} == {
         k: v for k, v in before.items() if k != offset_key
     }
@@ -177,7 +179,7 @@ def test_an_identical_duplicate_only_moves_the_offset(
 def test_a_mismatched_duplicate_is_recorded_malformed_and_changes_nothing_else(
     make_poller: MakePoller,
     redis_client: redis.Redis,
-    queries: RedisQueries,
+    queries: DeliveryQueries,
 ) -> None:
     publish(redis_client, command(4))
     conflicting = publish(
@@ -310,7 +312,7 @@ def test_a_bad_entry_becomes_a_malformed_record_and_the_poller_moves_on(
     redis_client: redis.Redis,
     entry: dict[str, Any],
     failure_code: str,
-    queries: RedisQueries,
+    queries: DeliveryQueries,
 ) -> None:
     # Given a bad entry followed by a good one
     bad = publish(redis_client, entry)
@@ -326,7 +328,7 @@ def test_a_bad_entry_becomes_a_malformed_record_and_the_poller_moves_on(
     assert record["failure_message"]
     assert record["stream"] == STREAM
     assert json.loads(record["raw_fields"])
-    assert redis_client.zscore(KEYS.index_malformed(), bad) is not None
+    assert redis_client.zscore(CONTROL.index_malformed(), bad) is not None
     assert observer.by_entry()[bad].failure_code == failure_code
     # And the good one behind it is accepted
     assert (report.accepted, report.malformed) == (1, 1)
@@ -358,7 +360,7 @@ def test_malformed_records_truncate_raw_fields_and_hide_variables_and_file_bytes
     assert "tok-SECRET-7781" not in record["raw_fields"]
     assert "QUJDQUJD" not in record["raw_fields"]
     assert '"reset_token":"[redacted]"' in raw["payload_json"]
-    assert 0 < redis_client.pttl(KEYS.malformed_command(bad)) <= 2160 * 3_600_000
+    assert 0 < redis_client.pttl(CONTROL.malformed_command(bad)) <= 2160 * 3_600_000
 
 
 def test_a_poller_killed_between_reading_and_accepting_loses_and_doubles_nothing(
@@ -437,7 +439,7 @@ def test_two_pollers_started_together_do_not_both_consume(
 
 
 def test_two_intakes_racing_on_one_offset_write_once(
-    redis_client: redis.Redis, store: RedisDeliveryStore
+    redis_client: redis.Redis, store: RedisDeliveryStore | PartitionedDeliveryStore
 ) -> None:
     # Given two pollers that both read the same batch from the same offset
     #       (as if the lease had expired under a stalled one)
@@ -453,13 +455,19 @@ def test_two_intakes_racing_on_one_offset_write_once(
 
     # When both accept it
     won = first.accept("0-0", entries)
+    written = {key: redis_client.dump(key) for key in text_keys(redis_client, SERVICE_KEYS)}
     lost = second.accept("0-0", entries)
 
     # Then the second writes nothing and learns where the offset is
+    #      (with partitions its per-partition steps find only duplicates,
+    #      and the offset step in partition 0 refuses the stale offset)
     assert len(won.handled) == 5
     assert lost.offset_moved
     assert lost.handled == ()
     assert lost.offset == entries[-1].entry_id
+    assert {key: redis_client.dump(key) for key in text_keys(redis_client, SERVICE_KEYS)} == (
+        written
+    )
     assert count_deliveries(redis_client) == 5
 
 
@@ -483,7 +491,7 @@ def test_ten_thousand_entries_are_all_accepted_in_one_run(
     assert report.accepted == 10_000
     assert (report.duplicates, report.malformed) == (0, 0)
     assert count_deliveries(redis_client) == 10_000
-    assert redis_client.zcard(KEYS.attempt_schedule()) == 10_000
+    assert total(redis_client, lambda keys: keys.attempt_schedule()) == 10_000
     with capsys.disabled():
         print(
             f"\n[stream intake] 10,000 commands in {elapsed:.2f}s: "
@@ -505,7 +513,7 @@ def test_the_poller_survives_its_connections_being_dropped(
         time.sleep(0.02)
 
     # When Redis drops every client connection mid-run
-    redis_client.client_kill_filter(_type="normal", skipme=True)
+    drop_client_connections(redis_client)
     publish(redis_client, command(2))
 
     # Then the poller reconnects and accepts what comes next

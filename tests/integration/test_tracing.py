@@ -19,7 +19,12 @@ from typing import Any
 import pytest
 import redis
 
-from mailcore.composition import build_stream_poller, load_catalog, sender_of
+from mailcore.composition import (
+    build_claimed_attempt_steps,
+    build_stream_poller,
+    load_catalog,
+    sender_of,
+)
 from mailcore.config import Settings
 from mailcore.services.attempts import AttemptExecutor
 from mailcore.tracing import XRayProvider
@@ -234,7 +239,7 @@ def test_stream_acceptance_and_rendering_are_traced_per_batch_and_per_attempt(
     poller.run(until_drained(redis_client, STREAM))
     pipeline = Pipeline(settings, aws, build_provider_for(settings))
     pipeline.executor = AttemptExecutor(
-        pipeline.store,
+        build_claimed_attempt_steps(settings),
         load_catalog(settings),
         pipeline.provider,
         sender_of(settings),

@@ -1,9 +1,11 @@
 """A stream poller process that dies between reading a batch and accepting it.
 
-``python -m tests.support.crashing_poller REDIS_ADDR`` reads one batch from
-the command stream and then ends the process abruptly (``os._exit``, no
-cleanup, lease still held), the way a Lambda that runs out of memory or time
-would. Exit status 86 says it died where intended.
+``python -m tests.support.crashing_poller REDIS_ENVIRON`` (the backend's
+``MAIL_REDIS_*`` settings as a JSON object, a standalone server's or a
+cluster's with its partitions) reads one batch from the command stream and
+then ends the process abruptly (``os._exit``, no cleanup, lease still held),
+the way a Lambda that runs out of memory or time would. Exit status 86 says
+it died where intended.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
-from mailcore.composition import build_delivery_store, command_limits
+from mailcore.composition import STREAM_POLLER_LEASE, build_delivery_store, command_limits
 from mailcore.config import Settings
 from mailcore.contracts.stream import MalformedCommand
 from mailcore.domain.clock import SystemClock
@@ -73,7 +75,7 @@ def main(redis_environ: dict[str, str]) -> None:
             build_redis_client(settings, decode_responses=False),
             settings.redis_command_stream,
         ),
-        RedisLease(client, RedisKeys().lease("stream_poller"), LEASE_LENGTH),
+        RedisLease(client, RedisKeys().lease(STREAM_POLLER_LEASE), LEASE_LENGTH),
         RecordingObserver(),
         batch_size=settings.stream_batch_size,
         block_ms=100,

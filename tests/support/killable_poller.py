@@ -1,6 +1,6 @@
 """A stream poller process to kill at any moment.
 
-``python -m tests.support.killable_poller REDIS_ADDR`` runs the production
+``python -m tests.support.killable_poller REDIS`` runs the production
 poller (its intake, store, stream reader and lease, as ``build_stream_poller``
 wires them) until it is killed, with a 1-second lease so that the next one
 need not wait the production lease out, 10 entries per batch and a 100 ms
@@ -8,10 +8,15 @@ block. A test SIGKILLs it wherever it happens to be (reading, accepting,
 renewing its lease) and checks that nothing was lost or doubled. When
 another poller's lease is still running, it waits for it, as the next
 EventBridge tick would.
+
+``REDIS`` is the backend's ``MAIL_REDIS_*`` settings as a JSON object
+(``json.dumps(redis_server.environ())``, which also reaches a cluster with
+its partitions), or just a standalone server's ``host:port``.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import timedelta
@@ -30,10 +35,16 @@ LEASE_LENGTH = timedelta(seconds=1)
 BLOCK = timedelta(milliseconds=100)
 
 
-def main(redis_addr: str) -> None:
-    settings = Settings.from_environ(
-        {"MAIL_REDIS_ADDR": redis_addr, "MAIL_STREAM_BATCH_SIZE": "10"}
-    )
+def redis_environ(argument: str) -> dict[str, str]:
+    """The ``MAIL_REDIS_*`` settings given on the command line: JSON, or an address."""
+    if argument.lstrip().startswith("{"):
+        environ: dict[str, str] = json.loads(argument)
+        return environ
+    return {"MAIL_REDIS_ADDR": argument}
+
+
+def main(argument: str) -> None:
+    settings = Settings.from_environ({**redis_environ(argument), "MAIL_STREAM_BATCH_SIZE": "10"})
     client = build_redis_client(settings)
     intake = StreamIntake(
         build_delivery_store(settings, client=client),

@@ -51,3 +51,39 @@ def members(client: redis.Redis, key_of: Callable[[RedisKeys], str]) -> list[str
     for keys in EVERY_PARTITION:
         pipe.zrange(key_of(keys), 0, -1)
     return [cast(str, m) for reply in pipe.execute() for m in reply]
+
+
+def partition_number(keys: RedisKeys) -> int:
+    """The number of the partition these keys belong to (``RedisKeys.of_partition`` reversed)."""
+    return int(keys.partition.removeprefix("p"))
+
+
+def drop_client_connections(client: redis.Redis) -> None:
+    """CLIENT KILL every normal connection but this client's, on every node.
+
+    A cluster client sends CLIENT KILL to one node only; the service's
+    connections are spread over every primary (one per partition's slot).
+    """
+    from mailcore.store.client import is_cluster
+
+    if is_cluster(client):
+        cast(redis.RedisCluster, client).client_kill_filter(
+            _type="normal", skipme=True, target_nodes=redis.RedisCluster.ALL_NODES
+        )
+    else:
+        client.client_kill_filter(_type="normal", skipme=True)
+
+
+def by_partition(client: redis.Redis, delivery_ids: list[str]) -> dict[int, list[str]]:
+    """These deliveries grouped by the partition holding them (in one round of EXISTS)."""
+    pipe = client.pipeline(transaction=False)
+    for delivery_id in delivery_ids:
+        for keys in EVERY_PARTITION:
+            pipe.exists(keys.delivery(delivery_id))
+    found = pipe.execute()
+    grouped: dict[int, list[str]] = {}
+    for number, delivery_id in enumerate(delivery_ids):
+        row = found[number * MAX_PARTITIONS : (number + 1) * MAX_PARTITIONS]
+        home = next((n for n, exists in enumerate(row) if exists), partition_number(CONTROL))
+        grouped.setdefault(home, []).append(delivery_id)
+    return grouped

@@ -10,8 +10,8 @@ import redis
 
 from mailcore.errors import StoreUnavailable
 from mailcore.services.stream_intake import HandledEntry
-from mailcore.store.keys import RedisKeys
 from tests.support.commands import STREAM
+from tests.support.partitions import CONTROL
 
 
 class RecordingObserver:
@@ -42,7 +42,7 @@ def until_drained(
     """A ``time_left_ms`` that ends the run once the stored offset reaches the newest entry."""
     target = last_entry_id(client, stream)
     deadline = time.monotonic() + limit_seconds
-    offset_key = RedisKeys().stream_offset(stream)
+    offset_key = CONTROL.stream_offset(stream)  # the offset lives in partition 0
 
     def time_left_ms() -> int:
         if time.monotonic() > deadline or client.get(offset_key) == target:
