@@ -46,7 +46,7 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,15 +69,15 @@ from bench._support import (
     smtp_sink,
     write_json,
 )
-from mailcore.composition import load_catalog, sender_of
+from mailcore.composition import build_queries, load_catalog, sender_of
 from mailcore.config import Settings
 from mailcore.contracts.stream import MalformedCommand, decode_command
 from mailcore.domain.states import DeliveryStatus
 from mailcore.mail.mime import Sender, build_message, envelope_recipients
+from mailcore.ports import DeliveryQueries
 from mailcore.rendering.catalog import render_delivery
 from mailcore.services.stream_intake import delivery_from_command
 from mailcore.store.keys import RedisKeys
-from mailcore.store.queries import RedisQueries
 from scripts.local_stack.attempt_queue import DUMMY_CREDENTIALS, sqs_client
 from scripts.local_stack.sam_template import SamTemplate
 from tests.support.commands import STREAM, StreamFields, command
@@ -202,9 +202,15 @@ def base_environment() -> dict[str, str]:
 
 
 def handler_environment(
-    redis_addr: str, sink: SmtpSink, sqs: dict[str, Any], workers: int
+    redis_addr: str,
+    sink: SmtpSink,
+    sqs: dict[str, Any],
+    workers: int,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    return base_environment() | {
+    """Every function's environment; ``extra`` adds (or overrides) settings, e.g.
+    ``MAIL_REDIS_CLUSTER`` and ``MAIL_REDIS_PARTITIONS`` for a cluster."""
+    environment = base_environment() | {
         "MAIL_REDIS_ADDR": redis_addr,
         "MAIL_SMTP_MODE": "smtp",
         "MAIL_SMTP_ADDR": sink.addr,
@@ -221,6 +227,7 @@ def handler_environment(
         "POWERTOOLS_METRICS_NAMESPACE": "MailService",
         **DUMMY_CREDENTIALS,
     }
+    return environment | dict(extra or {})
 
 
 @dataclass
@@ -228,6 +235,7 @@ class Parts:
     sqs: Instance
     functions: list[Instance]  # workers first, then the scheduler, the poller last
     sqs_details: dict[str, Any] = field(default_factory=dict)  # endpoint, queue_url, queue_arn
+    environment: dict[str, str] = field(default_factory=dict)  # every function's
 
     def go(self) -> None:
         for instance in self.functions:
@@ -243,7 +251,9 @@ class Parts:
 
 
 @contextmanager
-def pipeline(redis_addr: str, sink: SmtpSink, workers: int) -> Iterator[Parts]:
+def pipeline(
+    redis_addr: str, sink: SmtpSink, workers: int, extra: Mapping[str, str] | None = None
+) -> Iterator[Parts]:
     template = SamTemplate.load()
     sqs = Instance(
         "sqs",
@@ -255,7 +265,8 @@ def pipeline(redis_addr: str, sink: SmtpSink, workers: int) -> Iterator[Parts]:
     try:
         details = sqs.expect("ready")
         parts.sqs_details = details
-        environment = handler_environment(redis_addr, sink, details, workers)
+        environment = handler_environment(redis_addr, sink, details, workers, extra)
+        parts.environment = environment
         roles = ["attempt_worker"] * workers + ["scheduler", "stream_poller"]
         specs = {role: function_spec(template, role) for role in set(roles)}
         functions += [Instance(role, specs[role], environment) for role in roles]
@@ -269,7 +280,7 @@ def pipeline(redis_addr: str, sink: SmtpSink, workers: int) -> Iterator[Parts]:
 # --------------------------------------------------------------------------- the figures
 
 
-def unsent(queries: RedisQueries, delivery_ids: Sequence[str], timeout: float) -> list[str]:
+def unsent(queries: DeliveryQueries, delivery_ids: Sequence[str], timeout: float) -> list[str]:
     """The deliveries not (yet) ``sent`` after waiting up to ``timeout`` seconds."""
     waiting = list(delivery_ids)
     deadline = time.monotonic() + timeout
@@ -318,9 +329,10 @@ def watch(sink: SmtpSink, before: int, count: int, started: float, timeout: floa
             return None
 
 
-def stall_report(client: redis.Redis, sqs: dict[str, Any]) -> dict[str, Any]:
-    """Where the deliveries that did not arrive are: Redis's claims and schedule, the queue."""
-    keys = RedisKeys()
+def stall_report(client: redis.Redis, sqs: dict[str, Any], partitions: int = 1) -> dict[str, Any]:
+    """Where the deliveries that did not arrive are: Redis's claims and schedule (over every
+    partition), the queue."""
+    every = [RedisKeys.of_partition(n) for n in range(partitions)]
     now_ms = time.time_ns() // 1_000_000
     queue = (
         sqs_client(sqs["endpoint"], REGION)
@@ -328,12 +340,70 @@ def stall_report(client: redis.Redis, sqs: dict[str, Any]) -> dict[str, Any]:
         .get("Attributes", {})
     )
     return {
-        "claims": client.zcard(keys.claims()),
-        "claims_expired": client.zcount(keys.claims(), "-inf", now_ms - 1),
-        "scheduled": client.zcard(keys.attempt_schedule()),
+        "claims": sum(int(client.zcard(keys.claims())) for keys in every),
+        "claims_expired": sum(
+            int(client.zcount(keys.claims(), "-inf", now_ms - 1)) for keys in every
+        ),
+        "scheduled": sum(int(client.zcard(keys.attempt_schedule())) for keys in every),
         "queue_visible": int(queue.get("ApproximateNumberOfMessages", 0)),
         "queue_in_flight": int(queue.get("ApproximateNumberOfMessagesNotVisible", 0)),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """One timed run of the pipeline over the preloaded commands."""
+
+    seconds: float  # from "go" to the last message at the sink (or to giving up)
+    at_sink: int  # messages the sink accepted during the run
+    not_sent: list[str]  # deliveries not ``sent`` in Redis afterwards
+    counters: list[dict[str, Any]]  # what each function reported when it stopped
+    stalled: dict[str, Any] | None  # where the rest were, when the run did not finish
+
+
+def deliver(
+    client: redis.Redis,
+    redis_addr: str,
+    sink: SmtpSink,
+    entries: Sequence[dict[str, str]],
+    workers: int,
+    timeout: float,
+    extra: Mapping[str, str] | None = None,
+) -> Delivered:
+    """Start the pipeline (``extra``: more settings for every function), time it, check Redis.
+
+    ``client`` reaches the same Redis as ``redis_addr`` (a cluster client for a cluster).
+    """
+    count = len(entries)
+    stalled: dict[str, Any] | None = None
+    with pipeline(redis_addr, sink, workers, extra) as parts:
+        print(
+            f"started SQS (moto), {workers} attempt workers, the scheduler "
+            "and the stream poller, each in its own process",
+            flush=True,
+        )
+        settings = Settings.from_environ(parts.environment)
+        before = sink.count
+        started = time.perf_counter()
+        parts.go()
+        reached = watch(sink, before, count, started, timeout)
+        if reached is None:
+            seconds = time.perf_counter() - started
+            stalled = stall_report(client, parts.sqs_details, settings.redis_partitions)
+            stalled["at_sink"] = sink.count - before
+        else:
+            seconds = reached - started
+        delivery_ids = [fields["delivery_id"] for fields in entries]
+        not_sent = unsent(
+            build_queries(settings, client), delivery_ids, timeout=60 if stalled is None else 0
+        )
+    return Delivered(
+        seconds,
+        sink.count - before,
+        not_sent,
+        [instance.done for instance in parts.functions],
+        stalled,
+    )
 
 
 def main() -> None:
@@ -376,29 +446,11 @@ def main() -> None:
                 flush=True,
             )
 
-            stalled: dict[str, Any] | None = None
-            with pipeline(address_of(client), sink, arguments.workers) as parts:
-                print(
-                    f"started SQS (moto), {arguments.workers} attempt workers, the scheduler "
-                    "and the stream poller, each in its own process",
-                    flush=True,
-                )
-                before = sink.count
-                started = time.perf_counter()
-                parts.go()
-                reached = watch(sink, before, count, started, arguments.timeout)
-                if reached is None:
-                    seconds = time.perf_counter() - started
-                    stalled = stall_report(client, parts.sqs_details)
-                    stalled["at_sink"] = sink.count - before
-                else:
-                    seconds = reached - started
-                delivery_ids = [fields["delivery_id"] for fields in entries]
-                not_sent = unsent(
-                    RedisQueries(client), delivery_ids, timeout=60 if stalled is None else 0
-                )
-            e2e_messages = sink.count - before
-            counters = [instance.done for instance in parts.functions]
+            run = deliver(
+                client, address_of(client), sink, entries, arguments.workers, arguments.timeout
+            )
+            seconds, stalled, not_sent = run.seconds, run.stalled, run.not_sent
+            e2e_messages, counters = run.at_sink, run.counters
 
         sink_before = sink.count
         baseline_seconds = baseline(sink, messages)

@@ -3,13 +3,15 @@
     python bench/run_all.py            (what `make bench` runs)
 
 Each benchmark runs as its own process (its own redis-server on a free local
-port) at its full default size and writes its figures as JSON; handler init
-comes from ``scripts/coldstart.py``. First, postfix's ``smtp-sink`` (the SMTP
-sink of the end-to-end and latency benchmarks) is installed if it is missing
-and this runs as root with apt-get (``bench/_support.py``). The figures, with the machine they were
-measured on, go to ``bench/results/latest.json``; the results table in
-``docs/performance.md`` (between the ``bench:results`` markers) is
-regenerated with each figure next to its target from issue 8.
+port; ``partitions`` also a local Redis Cluster) at its full default size
+and writes its figures as JSON; handler init comes from
+``scripts/coldstart.py``. First, postfix's ``smtp-sink`` (the SMTP sink of
+the end-to-end, latency and partitions benchmarks) is installed if it is
+missing and this runs as root with apt-get (``bench/_support.py``). The
+figures, with the machine they were measured on, go to
+``bench/results/latest.json``; the results table in ``docs/performance.md``
+(between the ``bench:results`` markers) is regenerated with each figure
+next to its target from issue 8.
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ RESULTS = ROOT / "bench" / "results" / "latest.json"
 DOC = ROOT / "docs" / "performance.md"
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
-BENCHMARKS = ["auth_intake", "stream_intake", "end_to_end", "latency", "scale", "operator_page"]
+BENCHMARKS = [
+    "auth_intake",
+    "stream_intake",
+    "end_to_end",
+    "latency",
+    "scale",
+    "operator_page",
+    "partitions",
+]
 INIT_BUDGET_MS = 250
 
 
@@ -240,6 +250,29 @@ def rows(results: dict[str, Any]) -> list[Row]:
             )
     else:
         table.append(("handler init", "failed", "≤ 250 ms each", "—"))
+    table += partition_rows(results.get("partitions"))
+    return table
+
+
+def partition_rows(partitions: dict[str, Any] | None) -> list[Row]:
+    """One row per backend and partition count (bench/partitions.py): figures to compare
+    with each other, with no target of their own."""
+    if not partitions:
+        return [("stream intake / end to end by partitions", "failed", "—", "—")]
+    table: list[Row] = []
+    for row in partitions["rows"]:
+        count = row["partitions"]
+        figure = (
+            f"{row['backend']}, {count} partition{'s' if count > 1 else ''}: "
+            "stream intake / end to end"
+        )
+        intake = f"{row['commands_per_second']:,.0f} commands/s of {row['commands']:,}"
+        if "deliveries_per_second" in row:
+            e2e = f"{row['deliveries_per_second']:,.0f} deliveries/s of {row['deliveries']:,}"
+        else:
+            e2e = f"did not finish ({row['messages_at_sink']:,} of {row['deliveries']:,} delivered)"
+        measured = f"{intake} / {e2e}, {partitions['workers']} workers{sink_note(partitions)}"
+        table.append((figure, measured, "— (comparison)", "—"))
     return table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import smtplib
 import subprocess
 import sys
@@ -98,6 +99,34 @@ def test_the_latency_benchmark_runs_and_prints_its_figures(tmp_path: Path) -> No
     )
     assert "accept → at sink: p50" in output
     assert '"p99_ms"' in target.read_text()
+
+
+def test_the_partitions_benchmark_runs_on_the_local_cluster_and_writes_every_row(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "partitions.json"
+    output = run_bench(
+        "bench/partitions.py",
+        *("--commands", "200", "--deliveries", "100", "--partitions", "1", "4"),
+        *("--no-standalone", "--no-install", "--json", str(target)),
+    )
+    assert "started a local Redis Cluster (3 primaries + 3 replicas)" in output
+    assert "intake commands/s" in output
+    printed = [line.split() for line in output.splitlines() if line.startswith("local Redis")]
+    assert [words[-3] for words in printed] == ["1", "4"]
+    assert all(float(words[-2].replace(",", "")) > 0 for words in printed)
+    assert all(float(words[-1].replace(",", "")) > 0 for words in printed)
+    figures = json.loads(target.read_text())
+    assert figures["completed"] is True
+    rows = figures["rows"]
+    assert [(row["backend"], row["partitions"]) for row in rows] == [
+        ("local Redis Cluster", 1),
+        ("local Redis Cluster", 4),
+    ]
+    for row in rows:
+        assert (row["accepted"], row["malformed"], row["sent_in_redis"]) == (200, 0, 100)
+        assert row["commands_per_second"] > 0
+        assert row["deliveries_per_second"] > 0
 
 
 @pytest.mark.parametrize("kind", ["smtp-sink", "aiosmtpd"])

@@ -4,6 +4,10 @@ Claims in flight are bounded (MAIL_MAX_CLAIMS_IN_FLIGHT): the scheduler and
 the stream poller's fast path claim only below the bound, the rest waits in
 the schedule; the auth intake's fast path ignores it. Expired claims are all
 taken back in one recovery, however many there are.
+
+With several partitions each keeps its own claims set and claims up to its
+share of the bound (the shares add up to it): a poll then claims up to the
+bound, never past it, and claims and schedule are counted over every partition.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
 
 from mailcore.composition import (
     SCHEDULER_LEASE,
-    build_attempt_store,
+    build_attempt_stores,
     build_delivery_store,
     build_dispatcher,
     build_stream_poller,
@@ -40,13 +44,20 @@ from mailcore.store.keys import RedisKeys
 from mailcore.store.lease import RedisLease
 from tests.support.commands import STREAM, command, publish
 from tests.support.fakes import SMTP_MODE_ENV
+from tests.support.partitions import (
+    CONTROL,
+    EVERY_PARTITION,
+    by_partition,
+    delivery_record,
+    home_keys,
+    total,
+)
 from tests.support.pipeline import Pipeline
 from tests.support.polling import RecordingObserver, until_drained
 from tests.support.redis_backend import RedisBackend
 
 pytestmark = pytest.mark.integration
 
-KEYS = RedisKeys()
 BOUND = 10
 MakePipeline = Callable[..., Pipeline]
 
@@ -112,17 +123,26 @@ def queued_delivery_ids(pipeline: Pipeline) -> list[str]:
 
 
 def claims(client: redis.Redis) -> int:
-    return int(client.zcard(KEYS.claims()))
+    """Claims in flight, over every partition."""
+    return total(client, RedisKeys.claims)
 
 
 def scheduled(client: redis.Redis) -> int:
-    return int(client.zcard(KEYS.attempt_schedule()))
+    """Deliveries waiting in the schedule, over every partition."""
+    return total(client, RedisKeys.attempt_schedule)
+
+
+def up_to_the_bound(settings: Settings, claimed: int) -> bool:
+    """Exactly the bound with one partition; with several, each claims up to its share."""
+    if settings.redis_partitions == 1:
+        return claimed == BOUND
+    return 0 < claimed <= BOUND
 
 
 def drain(pipeline: Pipeline, rounds: int = 50) -> list[AttemptReport]:
     """Workers and scheduler polls take turns until nothing is queued, claimed or due."""
     reports: list[AttemptReport] = []
-    client = pipeline.store._client
+    client = pipeline.client
     for _ in range(rounds):
         reports += pipeline.work()
         pipeline.tick()
@@ -136,7 +156,7 @@ def sent_once_each(provider: StubProvider, client: redis.Redis, delivery_ids: li
     assert len(provider.sent) == len(delivery_ids)
     assert set(message_ids.values()) == {1}
     for delivery_id in delivery_ids:
-        record = cast(dict[str, str], client.hgetall(KEYS.delivery(delivery_id)))
+        record = delivery_record(client, delivery_id)
         assert (record["status"], record["attempt_count"]) == ("sent", "1"), delivery_id
 
 
@@ -152,12 +172,18 @@ def test_the_scheduler_never_claims_past_the_bound(
     polls = [pipeline.tick() for _ in range(3)]
 
     # Then it claimed up to the bound and no further: the rest waits, due, in the schedule
-    assert [poll.claimed for poll in polls] == [BOUND, 0, 0]
-    assert claims(redis_client) == BOUND
-    assert scheduled(redis_client) == 30 - BOUND
+    first = polls[0].claimed
+    assert up_to_the_bound(pipeline.settings, first)
+    assert [poll.claimed for poll in polls] == [first, 0, 0]
+    assert claims(redis_client) == first
+    assert scheduled(redis_client) == 30 - first
+    # And every partition holding some of them claimed its part
+    assert {n for n, keys in enumerate(EVERY_PARTITION) if redis_client.zcard(keys.claims())} == (
+        set(by_partition(redis_client, delivery_ids))
+    )
     # And once workers finish what was queued, the next poll claims up to the bound again
-    assert len(pipeline.work()) == BOUND
-    assert pipeline.tick().claimed == BOUND
+    assert len(pipeline.work()) == first
+    assert up_to_the_bound(pipeline.settings, pipeline.tick().claimed)
     # And in the end every one is sent exactly once, with no stale message skipped
     reports = pipeline.work() + drain(pipeline)
     assert [r.skipped for r in reports if r.skipped] == []
@@ -175,16 +201,23 @@ def test_the_stream_fast_path_stops_at_the_bound_and_the_scheduler_claims_the_re
     # When the stream poller accepts them, with its fast path
     run_stream_poller(pipeline, redis_client)
 
-    # Then the fast path dispatched 10 and left 15 due in the schedule, as if it never ran
-    assert claims(redis_client) == BOUND
-    assert len(pipeline.queued_messages()) == BOUND
-    waiting = [d for d in delivery_ids if redis_client.zscore(KEYS.attempt_schedule(), d)]
-    assert len(waiting) == 25 - BOUND
+    # Then the fast path dispatched up to 10 and left the rest due in the schedule,
+    # as if it never ran
+    dispatched = claims(redis_client)
+    assert up_to_the_bound(pipeline.settings, dispatched)
+    assert len(pipeline.queued_messages()) == dispatched
+    waiting = [
+        d
+        for d in delivery_ids
+        if redis_client.zscore(home_keys(redis_client, d).attempt_schedule(), d)
+    ]
+    assert len(waiting) == 25 - dispatched
     for delivery_id in waiting:
-        record = cast(dict[str, str], redis_client.hgetall(KEYS.delivery(delivery_id)))
+        record = delivery_record(redis_client, delivery_id)
         assert record["status"] == "queued"
         assert not {"claim_token", "claim_deadline_ms", "claims_without_start"} & set(record)
-        attempt = redis_client.hget(KEYS.attempt(delivery_id, 1), "status")
+        keys = home_keys(redis_client, delivery_id)
+        attempt = redis_client.hget(keys.attempt(delivery_id, 1), "status")
         assert attempt == "scheduled"
     # And the scheduler claims nothing more until workers make room
     assert pipeline.tick().claimed == 0
@@ -206,18 +239,20 @@ def test_the_auth_fast_path_ignores_the_bound(
     pipeline = make_pipeline()
     publish_burst(redis_client, 25)
     run_stream_poller(pipeline, redis_client)
-    assert claims(redis_client) == BOUND
+    in_flight = claims(redis_client)
+    assert up_to_the_bound(pipeline.settings, in_flight)
 
     # When a login code is accepted
     delivery_id = pipeline.accept_login_code()  # asserts that its fast path dispatched it
 
-    # Then it is claimed and queued at once, past the bound
-    assert redis_client.zscore(KEYS.claims(), delivery_id) is not None
-    assert claims(redis_client) == BOUND + 1
+    # Then it is claimed and queued at once, past the bound (past its partition's share)
+    keys = home_keys(redis_client, delivery_id)
+    assert redis_client.zscore(keys.claims(), delivery_id) is not None
+    assert claims(redis_client) == in_flight + 1
     assert delivery_id in queued_delivery_ids(pipeline)
     # And the bounded dispatchers still claim nothing until workers bring it below the bound
     assert pipeline.tick().claimed == 0
-    assert scheduled(redis_client) == 25 - BOUND
+    assert scheduled(redis_client) == 25 - in_flight
 
 
 class RecordingSchedulerObserver:
@@ -241,7 +276,11 @@ def test_one_scheduler_run_takes_back_a_thousand_expired_claims(
     pipeline = make_pipeline()
     delivery_ids = accept_without_fast_path(pipeline, 1_000)
     now = pipeline.clock.now_ms()
-    claimed = pipeline.store.claim(delivery_ids, now, now + 45_000)
+    claimed = [
+        claim
+        for partition, ids in by_partition(redis_client, delivery_ids).items()
+        for claim in pipeline.stores[partition].claim(ids, now, now + 45_000)
+    ]
     assert len(claimed) == 1_000
 
     # When their deadline has passed and one scheduler run starts
@@ -250,9 +289,9 @@ def test_one_scheduler_run_takes_back_a_thousand_expired_claims(
     observer = RecordingSchedulerObserver()
     slept = threading.Event()
     scheduler = Scheduler(
-        pipeline.store,
+        pipeline.stores,
         pipeline.dispatcher,
-        RedisLease(client, KEYS.lease(SCHEDULER_LEASE), timedelta(seconds=11)),
+        RedisLease(client, CONTROL.lease(SCHEDULER_LEASE), timedelta(seconds=11)),
         observer,
         pipeline.clock,
         poll_interval_ms=250,
@@ -266,28 +305,33 @@ def test_one_scheduler_run_takes_back_a_thousand_expired_claims(
     assert sorted(d for d, _ in observer.recoveries) == sorted(delivery_ids)
     assert {what for _, what in observer.recoveries} == {"rescheduled"}
     now = pipeline.clock.now_ms()
-    assert redis_client.zcount(KEYS.claims(), "-inf", now - 1) == 0
+    assert sum(redis_client.zcount(keys.claims(), "-inf", now - 1) for keys in EVERY_PARTITION) == 0
     # And the same run dispatched them again, up to the bound
-    assert report.claimed == BOUND
-    assert claims(redis_client) == BOUND
-    assert scheduled(redis_client) == 1_000 - BOUND
+    assert up_to_the_bound(pipeline.settings, report.claimed)
+    assert claims(redis_client) == report.claimed
+    assert scheduled(redis_client) == 1_000 - report.claimed
 
 
 def test_dispatchers_racing_at_the_bound_never_go_past_it(
     bounded_settings: Settings, aws: Any, redis_client: redis.Redis
 ) -> None:
-    # Given 200 due deliveries, 4 claims already in flight, and eight dispatchers,
-    # each with its own connection, about to claim 25 candidates each at once
+    # Given 200 due deliveries spread over the partitions, 4 claims already in
+    # flight (none past a partition's share), and eight dispatchers, each with its
+    # own connection, about to claim 24 candidates each at once
     clock = SystemClock()
     now = clock.now_ms()
+    partitions = bounded_settings.redis_partitions
     delivery_ids = [f"d-{number:03d}" for number in range(200)]
+    home = {d: number % partitions for number, d in enumerate(delivery_ids)}
     for delivery_id in delivery_ids:
+        keys = RedisKeys.of_partition(home[delivery_id])
         redis_client.hset(
-            KEYS.delivery(delivery_id), mapping={"status": "queued", "attempt_count": "1"}
+            keys.delivery(delivery_id), mapping={"status": "queued", "attempt_count": "1"}
         )
-        redis_client.zadd(KEYS.attempt_schedule(), {delivery_id: now})
-    store = build_attempt_store(bounded_settings)
-    assert len(store.claim(delivery_ids[:4], now, now + 45_000)) == 4
+        redis_client.zadd(keys.attempt_schedule(), {delivery_id: now})
+    stores = build_attempt_stores(bounded_settings)
+    for delivery_id in delivery_ids[:4]:
+        assert len(stores[home[delivery_id]].claim([delivery_id], now, now + 45_000)) == 1
     dispatchers = [
         build_dispatcher(bounded_settings, clock, build_redis_client(bounded_settings), aws)
         for _ in range(8)
@@ -300,7 +344,14 @@ def test_dispatchers_racing_at_the_bound_never_go_past_it(
         assert dispatcher is not None
         candidates = delivery_ids[4 + 24 * index : 4 + 24 * (index + 1)]
         start.wait()
-        claimed.append(dispatcher.dispatch(candidates).claimed)
+        claimed.append(
+            sum(
+                dispatcher.dispatch(
+                    [d for d in candidates if home[d] == partition], partition=partition
+                ).claimed
+                for partition in range(partitions)
+            )
+        )
 
     # When they all dispatch at the same moment
     threads = [threading.Thread(target=race, args=(i,)) for i in range(len(dispatchers))]

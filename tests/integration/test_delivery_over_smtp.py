@@ -15,7 +15,6 @@ import redis
 from mailcore.composition import build_provider, build_stream_poller
 from mailcore.config import Settings
 from mailcore.domain.model import Source
-from mailcore.store.keys import RedisKeys
 from tests.support.commands import (
     LOGO_BYTES,
     PDF_BYTES,
@@ -27,12 +26,12 @@ from tests.support.commands import (
 )
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
+from tests.support.partitions import home_keys
 from tests.support.pipeline import Pipeline
 from tests.support.polling import RecordingObserver, until_drained
 from tests.support.redis_backend import RedisBackend
 from tests.support.smtp_server import Reply, SmtpServerFactory, SmtpTestServer, Stall
 
-KEYS = RedisKeys()
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MakePipeline = Callable[[SmtpTestServer], Pipeline]
 
@@ -70,7 +69,12 @@ def accept_from_stream(pipeline: Pipeline, client: redis.Redis, *entries: dict[s
 
 
 def status(client: redis.Redis, delivery_id: str) -> str:
-    return cast(str, client.hget(KEYS.delivery(delivery_id), "status"))
+    return cast(str, client.hget(home_keys(client, delivery_id).delivery(delivery_id), "status"))
+
+
+def attempt(client: redis.Redis, delivery_id: str, number: int) -> dict[str, str]:
+    key = home_keys(client, delivery_id).attempt(delivery_id, number)
+    return cast(dict[str, str], client.hgetall(key))
 
 
 def test_the_received_message_has_the_right_envelope_headers_parts_and_attachments(
@@ -115,8 +119,7 @@ def test_the_received_message_has_the_right_envelope_headers_parts_and_attachmen
     assert inline.get_content() == LOGO_BYTES
     assert inline.get_content_disposition() == "inline"
     # And the delivery records the provider's answer
-    summary = cast(str, redis_client.hget(KEYS.attempt("notif-000001", 1), "summary"))
-    assert summary.startswith("250")
+    assert attempt(redis_client, "notif-000001", 1)["summary"].startswith("250")
 
 
 def test_the_message_id_stays_the_same_across_retries(
@@ -132,7 +135,7 @@ def test_the_message_id_stays_the_same_across_retries(
 
     assert status(redis_client, "notif-000002") == "sent"
     assert [m.message["Message-ID"] for m in server.received] == ["<notif-000002@mail.example.com>"]
-    first = cast(dict[str, str], redis_client.hgetall(KEYS.attempt("notif-000002", 1)))
+    first = attempt(redis_client, "notif-000002", 1)
     assert (first["status"], first["outcome"]) == ("provider_rejected", "transient_failure")
     assert first["summary"].startswith("451")
 
@@ -163,7 +166,7 @@ def test_smtp_answers_are_classified_into_the_delivery_life_cycle(
 
     pipeline.work()
 
-    first = cast(dict[str, str], redis_client.hgetall(KEYS.attempt("notif-000003", 1)))
+    first = attempt(redis_client, "notif-000003", 1)
     assert first["status"] == attempt_status
     assert status(redis_client, "notif-000003") == delivery_status
 
@@ -255,7 +258,8 @@ def test_the_scheduler_handler_dispatches_due_work_when_ticked(
     publish(redis_client, command(5, payload=payload))
     no_queue = pipeline.settings.model_copy(update={"attempt_queue_url": None})
     build_stream_poller(no_queue, RecordingObserver()).run(until_drained(redis_client, STREAM))
-    assert redis_client.zscore(KEYS.attempt_schedule(), "notif-000005") is not None
+    keys = home_keys(redis_client, "notif-000005")
+    assert redis_client.zscore(keys.attempt_schedule(), "notif-000005") is not None
 
     # When EventBridge ticks the scheduler with its sample event
     for name, value in smtp_environment(redis_server, server, attempt_queue_url).items():

@@ -24,12 +24,12 @@ from mailcore.store.keys import RedisKeys
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.commands import STREAM, command, publish, template_payload
 from tests.support.fakes import SMTP_MODE_ENV
+from tests.support.partitions import CONTROL, delivery_record, home_keys, total
 from tests.support.pipeline import Pipeline
 from tests.support.polling import RecordingObserver, until_drained
 from tests.support.redis_backend import RedisBackend
 from tests.support.redis_server import RedisServer
 
-KEYS = RedisKeys()
 MINUTE = 60_000
 MakePipeline = Callable[..., Pipeline]
 
@@ -61,11 +61,12 @@ def accept_login_code(
 
 
 def delivery(client: redis.Redis, delivery_id: str) -> dict[str, str]:
-    return cast(dict[str, str], client.hgetall(KEYS.delivery(delivery_id)))
+    return delivery_record(client, delivery_id)
 
 
 def attempt(client: redis.Redis, delivery_id: str, number: int) -> dict[str, str]:
-    return cast(dict[str, str], client.hgetall(KEYS.attempt(delivery_id, number)))
+    key = home_keys(client, delivery_id).attempt(delivery_id, number)
+    return cast(dict[str, str], client.hgetall(key))
 
 
 def test_the_first_attempt_goes_to_a_worker_at_acceptance(
@@ -80,14 +81,15 @@ def test_the_first_attempt_goes_to_a_worker_at_acceptance(
     # Then its first attempt is already on the queue, claimed, without a scheduler tick
     messages = pipeline.queued_messages()
     assert [json.loads(m["Body"])["delivery_id"] for m in messages] == [delivery_id]
-    assert redis_client.zscore(KEYS.attempt_schedule(), delivery_id) is None
-    assert redis_client.zscore(KEYS.claims(), delivery_id) is not None
+    keys = home_keys(redis_client, delivery_id)
+    assert redis_client.zscore(keys.attempt_schedule(), delivery_id) is None
+    assert redis_client.zscore(keys.claims(), delivery_id) is not None
     # And one worker batch sends it
     reports = pipeline.work()
     assert [r.status for r in reports] == ["sent"]
     assert delivery(redis_client, delivery_id)["status"] == "sent"
     assert attempt(redis_client, delivery_id, 1)["status"] == "provider_accepted"
-    assert redis_client.zcard(KEYS.claims()) == 0
+    assert total(redis_client, RedisKeys.claims) == 0
 
 
 def test_transient_failures_follow_the_ladder_to_success(
@@ -98,18 +100,19 @@ def test_transient_failures_follow_the_ladder_to_success(
     pipeline = make_pipeline(provider)
     accepted_at = pipeline.clock.now
     delivery_id = accept_login_code(pipeline)
+    keys = home_keys(redis_client, delivery_id)
 
     # When the first attempt fails, the retry is due one minute later, not before
     pipeline.work()
     assert delivery(redis_client, delivery_id)["status"] == "queued"
-    assert redis_client.zscore(KEYS.attempt_schedule(), delivery_id) == accepted_at + MINUTE
+    assert redis_client.zscore(keys.attempt_schedule(), delivery_id) == accepted_at + MINUTE
     pipeline.advance(MINUTE - 1)
     assert pipeline.tick().claimed == 0
     pipeline.advance(1)
     assert pipeline.tick().claimed == 1
     pipeline.work()
     # And the third is due five minutes after the second failure
-    assert redis_client.zscore(KEYS.attempt_schedule(), delivery_id) == accepted_at + 6 * MINUTE
+    assert redis_client.zscore(keys.attempt_schedule(), delivery_id) == accepted_at + 6 * MINUTE
     pipeline.advance(5 * MINUTE)
     pipeline.tick()
     pipeline.work()
@@ -129,8 +132,8 @@ def test_transient_failures_follow_the_ladder_to_success(
         "transient_failure",
         "accepted",
     ]
-    assert redis_client.pttl(KEYS.delivery(delivery_id)) > 0
-    assert redis_client.pttl(KEYS.attempt(delivery_id, 1)) > 0
+    assert redis_client.pttl(keys.delivery(delivery_id)) > 0
+    assert redis_client.pttl(keys.attempt(delivery_id, 1)) > 0
     assert len(provider.sent) == 3
 
 
@@ -146,13 +149,14 @@ def test_an_exhausted_ladder_ends_in_a_dead_letter_with_its_entry(
     record = delivery(redis_client, delivery_id)
     assert record["status"] == "dead_letter"
     assert record["attempt_count"] == "4"
-    entry = cast(dict[str, str], redis_client.hgetall(KEYS.dead_letter(delivery_id)))
+    keys = home_keys(redis_client, delivery_id)
+    entry = cast(dict[str, str], redis_client.hgetall(keys.dead_letter(delivery_id)))
     assert entry["attempts"] == "4"
     assert entry["last_outcome"] == "transient_failure"
-    assert redis_client.zscore(KEYS.index_dead_letters(), delivery_id) is not None
-    assert redis_client.zscore(KEYS.index_status("dead_letter"), delivery_id) is not None
-    assert redis_client.zscore(KEYS.index_status("queued"), delivery_id) is None
-    assert redis_client.zcard(KEYS.attempt_schedule()) == 0
+    assert redis_client.zscore(keys.index_dead_letters(), delivery_id) is not None
+    assert redis_client.zscore(keys.index_status("dead_letter"), delivery_id) is not None
+    assert redis_client.zscore(keys.index_status("queued"), delivery_id) is None
+    assert total(redis_client, RedisKeys.attempt_schedule) == 0
     assert len(provider.sent) == 4
 
 
@@ -166,7 +170,7 @@ def test_a_permanent_failure_ends_failed_without_retry(
 
     assert delivery(redis_client, delivery_id)["status"] == "failed"
     assert attempt(redis_client, delivery_id, 1)["outcome"] == "permanent_failure"
-    assert redis_client.zcard(KEYS.attempt_schedule()) == 0
+    assert total(redis_client, RedisKeys.attempt_schedule) == 0
 
 
 def test_suppression_settles_the_delivery_and_is_not_a_failure(
@@ -179,7 +183,8 @@ def test_suppression_settles_the_delivery_and_is_not_a_failure(
 
     assert reports[0].outcome == "suppressed"
     assert delivery(redis_client, delivery_id)["status"] == "suppressed"
-    assert redis_client.zscore(KEYS.index_status("suppressed"), delivery_id) is not None
+    keys = home_keys(redis_client, delivery_id)
+    assert redis_client.zscore(keys.index_status("suppressed"), delivery_id) is not None
 
 
 @pytest.mark.parametrize(
@@ -237,7 +242,8 @@ def test_a_worker_that_dies_mid_attempt_is_recovered_and_its_late_completion_ref
     delivery_id = accept_login_code(pipeline)
     message = pipeline.queued_messages()[0]
     dead_claim = ClaimedAttempt(**json.loads(message["Body"]))
-    started = pipeline.store.start(dead_claim, pipeline.clock.now_ms(), rendered=True)
+    store = pipeline.store_for(delivery_id)
+    started = store.start(dead_claim, pipeline.clock.now_ms(), rendered=True)
     assert started.verdict is StartVerdict.STARTED
     assert delivery(redis_client, delivery_id)["status"] == "sending"
 
@@ -251,7 +257,7 @@ def test_a_worker_that_dies_mid_attempt_is_recovered_and_its_late_completion_ref
     assert attempt(redis_client, delivery_id, 2)["status"] == "scheduled"
     assert delivery(redis_client, delivery_id)["status"] == "queued"
     # And the dead worker, coming back late, cannot record an outcome
-    late = pipeline.store.complete(
+    late = store.complete(
         dead_claim,
         pipeline.clock.now_ms(),
         outcome=ProviderOutcome.ACCEPTED,
@@ -300,7 +306,7 @@ def test_claims_the_queue_refuses_are_released_for_the_next_poll(
 
     pipeline = Pipeline(pipeline_settings, aws, StubProvider())
     refusing = Dispatcher(
-        pipeline.store, RefusingQueue(), pipeline.clock, pipeline_settings.claim_timeout
+        pipeline.stores, RefusingQueue(), pipeline.clock, pipeline_settings.claim_timeout
     )
     intake = AuthIntake(
         build_delivery_store(pipeline_settings, pipeline.clock),
@@ -317,8 +323,9 @@ def test_claims_the_queue_refuses_are_released_for_the_next_poll(
 
     # Then the fast path failed but the attempt is due again right away, unclaimed
     assert not accepted.dispatched
-    assert redis_client.zcard(KEYS.claims()) == 0
-    assert redis_client.zscore(KEYS.attempt_schedule(), accepted.delivery_id) is not None
+    assert total(redis_client, RedisKeys.claims) == 0
+    keys = home_keys(redis_client, accepted.delivery_id)
+    assert redis_client.zscore(keys.attempt_schedule(), accepted.delivery_id) is not None
     # And the next scheduler poll with a working queue sends it
     pipeline.tick()
     pipeline.work()
@@ -347,19 +354,20 @@ def test_a_duplicate_sqs_message_sends_once(
 def test_two_schedulers_never_claim_the_same_delivery(
     make_pipeline: MakePipeline, redis_client: redis.Redis, store: RedisDeliveryStore
 ) -> None:
-    # Given 30 due deliveries and two schedulers reading the same candidates
+    # Given 30 due deliveries of one partition and two schedulers reading the same candidates
     pipeline = make_pipeline()
     now = pipeline.clock.now_ms()
     for number in range(30):
-        redis_client.zadd(KEYS.attempt_schedule(), {f"d-{number}": now})
+        redis_client.zadd(CONTROL.attempt_schedule(), {f"d-{number}": now})
         redis_client.hset(
-            KEYS.delivery(f"d-{number}"), mapping={"status": "queued", "attempt_count": "1"}
+            CONTROL.delivery(f"d-{number}"), mapping={"status": "queued", "attempt_count": "1"}
         )
-    candidates = pipeline.store.due_delivery_ids(now, 100)
+    partition = pipeline.stores[0]
+    candidates = partition.due_delivery_ids(now, 100)
 
     # When both claim them
-    first = pipeline.store.claim(candidates, now, now + 45_000)
-    second = pipeline.store.claim(candidates, now, now + 45_000)
+    first = partition.claim(candidates, now, now + 45_000)
+    second = partition.claim(candidates, now, now + 45_000)
 
     # Then every delivery was claimed exactly once
     assert len(first) == 30
@@ -373,11 +381,12 @@ def test_the_scripts_refuse_a_move_the_transition_table_forbids(
     pipeline = make_pipeline()
     delivery_id = accept_login_code(pipeline)
     claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
-    pipeline.store.start(claim, pipeline.clock.now_ms(), rendered=True)
-    redis_client.hset(KEYS.delivery(delivery_id), "status", "sent")
+    store = pipeline.store_for(delivery_id)
+    store.start(claim, pipeline.clock.now_ms(), rendered=True)
+    redis_client.hset(home_keys(redis_client, delivery_id).delivery(delivery_id), "status", "sent")
 
     # When the worker records a transient failure (sent -> queued is not a move)
-    result = pipeline.store.complete(
+    result = store.complete(
         claim,
         pipeline.clock.now_ms(),
         outcome=ProviderOutcome.TRANSIENT_FAILURE,
@@ -389,7 +398,7 @@ def test_the_scripts_refuse_a_move_the_transition_table_forbids(
     # Then the script refuses and changes nothing
     assert (result.completed, result.reason) == (False, "forbidden_transition")
     assert attempt(redis_client, delivery_id, 1)["status"] == "in_progress"
-    assert redis_client.zcard(KEYS.attempt_schedule()) == 0
+    assert total(redis_client, RedisKeys.attempt_schedule) == 0
 
 
 def test_schedule_gauges_report_depth_and_the_oldest_due_age(
@@ -397,9 +406,9 @@ def test_schedule_gauges_report_depth_and_the_oldest_due_age(
 ) -> None:
     pipeline = make_pipeline()
     now = pipeline.clock.now_ms()
-    redis_client.zadd(KEYS.attempt_schedule(), {"a": now - 5000, "b": now + 60_000})
+    redis_client.zadd(CONTROL.attempt_schedule(), {"a": now - 5000, "b": now + 60_000})
 
-    stats = pipeline.store.stats(now)
+    stats = pipeline.stores[0].stats(now)
 
     assert (stats.depth, stats.oldest_due_age_ms, stats.claimed) == (2, 5000, 0)
 
@@ -410,16 +419,17 @@ def test_delivery_status_indexes_follow_every_move(
     pipeline = make_pipeline(StubProvider([ProviderOutcome.TRANSIENT_FAILURE]))
     delivery_id = accept_login_code(pipeline)
 
+    keys = home_keys(redis_client, delivery_id)
     pipeline.work()
     in_queue = {
-        status: redis_client.zscore(KEYS.index_status(status), delivery_id) is not None
+        status: redis_client.zscore(keys.index_status(status), delivery_id) is not None
         for status in DeliveryStatus
     }
     pipeline.advance(MINUTE)
     pipeline.tick()
     pipeline.work()
     settled = {
-        status: redis_client.zscore(KEYS.index_status(status), delivery_id) is not None
+        status: redis_client.zscore(keys.index_status(status), delivery_id) is not None
         for status in DeliveryStatus
     }
 
@@ -458,8 +468,9 @@ def test_starting_a_send_gives_it_a_full_claim_period(
     pipeline = make_pipeline()
     delivery_id = accept_login_code(pipeline)
     claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
+    store = pipeline.store_for(delivery_id)
     pipeline.advance(40_000)
-    assert pipeline.store.start(claim, pipeline.clock.now_ms(), rendered=True).verdict is (
+    assert store.start(claim, pipeline.clock.now_ms(), rendered=True).verdict is (
         StartVerdict.STARTED
     )
 
@@ -469,7 +480,7 @@ def test_starting_a_send_gives_it_a_full_claim_period(
 
     # Then recovery leaves it alone, and the worker can still record its outcome
     assert pipeline.recoveries == []
-    done = pipeline.store.complete(
+    done = store.complete(
         claim,
         pipeline.clock.now_ms(),
         outcome=ProviderOutcome.ACCEPTED,
@@ -525,7 +536,7 @@ def test_an_outcome_is_recorded_through_a_short_store_outage_after_the_send(
     assert len(provider.sent) == 1
     assert delivery(redis_client, delivery_id)["status"] == "sent"
     assert attempt(redis_client, delivery_id, 1)["status"] == "provider_accepted"
-    assert redis_client.zcard(KEYS.claims()) == 0
+    assert total(redis_client, RedisKeys.claims) == 0
 
 
 def test_recording_an_outcome_again_with_the_same_claim_answers_completed_and_changes_nothing(
@@ -535,12 +546,13 @@ def test_recording_an_outcome_again_with_the_same_claim_answers_completed_and_ch
     pipeline = make_pipeline()
     delivery_id = accept_login_code(pipeline)
     claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
-    assert pipeline.store.start(claim, pipeline.clock.now_ms(), rendered=True).verdict is (
+    store = pipeline.store_for(delivery_id)
+    assert store.start(claim, pipeline.clock.now_ms(), rendered=True).verdict is (
         StartVerdict.STARTED
     )
 
     def record() -> Any:
-        return pipeline.store.complete(
+        return store.complete(
             claim,
             pipeline.clock.now_ms(),
             outcome=ProviderOutcome.TRANSIENT_FAILURE,
@@ -559,7 +571,7 @@ def test_recording_an_outcome_again_with_the_same_claim_answers_completed_and_ch
     assert (first.completed, first.status) == (True, "queued")
     assert (again.completed, again.status) == (True, "queued")
     assert {key: redis_client.dump(key) for key in redis_client.keys("*")} == before
-    assert not redis_client.exists(KEYS.attempt(delivery_id, 3))
+    assert not redis_client.exists(home_keys(redis_client, delivery_id).attempt(delivery_id, 3))
 
 
 def test_a_delivery_whose_headers_would_be_unsafe_fails_without_sending(
@@ -571,7 +583,9 @@ def test_a_delivery_whose_headers_would_be_unsafe_fails_without_sending(
     pipeline = make_pipeline(provider)
     delivery_id = accept_login_code(pipeline)
     redis_client.hset(
-        KEYS.delivery(delivery_id), "to", json.dumps(["ada@example.com\r\nBcc: eve@example.com"])
+        home_keys(redis_client, delivery_id).delivery(delivery_id),
+        "to",
+        json.dumps(["ada@example.com\r\nBcc: eve@example.com"]),
     )
 
     # When a worker takes its attempt

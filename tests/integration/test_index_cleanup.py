@@ -14,13 +14,14 @@ from mailcore.composition import build_index_cleanup
 from mailcore.config import Settings
 from mailcore.domain.model import Delivery, Envelope, PayloadMode, Source
 from mailcore.domain.states import DeliveryStatus
-from mailcore.store.keys import RedisKeys
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.partitions import CONTROL, EVERY_PARTITION, home_keys
 from tests.support.redis_backend import RedisBackend
 from tests.support.store_invariants import text_keys
 
-KEYS = RedisKeys()
+# Indexes are named as in partition 0 (which also holds the malformed commands).
+KEYS = CONTROL
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_795_338_900_000
 
@@ -40,10 +41,18 @@ def delivery(number: int, status: DeliveryStatus = DeliveryStatus.SENT) -> Deliv
 
 
 def members(client: redis.Redis) -> dict[str, list[str]]:
-    return {
-        key: sorted(cast(list[str], client.zrange(key, 0, -1)))
-        for key in text_keys(client, "mail:{p0}:idx:*")
-    }
+    """Every index's members over all partitions, under the index's name in partition 0."""
+    merged: dict[str, list[str]] = {}
+    for keys in EVERY_PARTITION:
+        for key in text_keys(client, f"{keys.prefix}idx:*"):
+            name = KEYS.prefix + key.removeprefix(keys.prefix)
+            merged.setdefault(name, []).extend(cast(list[str], client.zrange(key, 0, -1)))
+    return {name: sorted(found) for name, found in merged.items()}
+
+
+def expire(client: redis.Redis, delivery_id: str) -> None:
+    """The delivery's record gone, as its TTL would have it (its index members stay)."""
+    assert client.delete(home_keys(client, delivery_id).delivery(delivery_id)) == 1
 
 
 def test_members_of_expired_records_are_removed_and_live_ones_kept(
@@ -53,7 +62,7 @@ def test_members_of_expired_records_are_removed_and_live_ones_kept(
     for number in range(600):
         store.accept(delivery(number), None, fingerprint="f", outcome="sent")
     for number in range(450):
-        redis_client.delete(KEYS.delivery(f"d-{number:04d}"))
+        expire(redis_client, f"d-{number:04d}")
     # and an expired malformed record and dead-letter entry among live ones
     for kind, index, record in (
         ("m", KEYS.index_malformed(), KEYS.malformed_command),
@@ -84,7 +93,7 @@ def test_cleanup_stops_when_its_time_runs_low(
 ) -> None:
     for number in range(10):
         store.accept(delivery(number), None, fingerprint="f", outcome="sent")
-        redis_client.delete(KEYS.delivery(f"d-{number:04d}"))
+        expire(redis_client, f"d-{number:04d}")
 
     report = build_index_cleanup(settings).run(lambda: 1000)
 
@@ -99,7 +108,7 @@ def test_the_cleanup_handler_runs_with_its_sample_event(
     redis_client: redis.Redis,
 ) -> None:
     store.accept(delivery(1), None, fingerprint="f", outcome="sent")
-    redis_client.delete(KEYS.delivery("d-0001"))
+    expire(redis_client, "d-0001")
     for name, value in redis_server.environ().items():
         monkeypatch.setenv(name, value)
     module = importlib.reload(importlib.import_module("cleanup"))

@@ -14,19 +14,20 @@ import pytest
 import redis
 
 from mailcore.config import Settings
-from mailcore.store.keys import RedisKeys
+from mailcore.domain.model import Source
+from mailcore.store.keys import RedisKeys, partition_of
 from tests.support.api_events import body_of, header
 from tests.support.fakes import SMTP_MODE_ENV
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.network import free_port
+from tests.support.partitions import home_keys, total
 from tests.support.redis_backend import RedisBackend
 from tests.support.redis_server import RedisServer
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS = REPO_ROOT / "events"
-KEYS = RedisKeys()
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -200,9 +201,10 @@ def test_smtp_mode_answers_sent_and_queues_the_first_attempt(
 
     delivery_id = body_of(answer)["delivery_id"]
     assert body_of(answer)["outcome"] == "sent"
-    assert redis_client.hget(KEYS.delivery(delivery_id), "status") == "queued"
-    assert redis_client.hget(KEYS.attempt(delivery_id, 1), "status") == "scheduled"
-    assert redis_client.zscore(KEYS.attempt_schedule(), delivery_id) is not None
+    keys = home_keys(redis_client, delivery_id)
+    assert redis_client.hget(keys.delivery(delivery_id), "status") == "queued"
+    assert redis_client.hget(keys.attempt(delivery_id, 1), "status") == "scheduled"
+    assert redis_client.zscore(keys.attempt_schedule(), delivery_id) is not None
 
 
 def test_stub_mode_answers_suppressed_and_schedules_nothing(
@@ -215,9 +217,10 @@ def test_stub_mode_answers_suppressed_and_schedules_nothing(
     assert answer["statusCode"] == 200
     delivery_id = body_of(answer)["delivery_id"]
     assert body_of(answer)["outcome"] == "suppressed"
-    assert redis_client.hget(KEYS.delivery(delivery_id), "status") == "suppressed"
-    assert redis_client.zcard(KEYS.attempt_schedule()) == 0
-    assert not redis_client.exists(KEYS.attempt(delivery_id, 1))
+    keys = home_keys(redis_client, delivery_id)
+    assert redis_client.hget(keys.delivery(delivery_id), "status") == "suppressed"
+    assert total(redis_client, RedisKeys.attempt_schedule) == 0
+    assert not redis_client.exists(keys.attempt(delivery_id, 1))
     assert find_partial_state(redis_client) == []
 
 
@@ -371,10 +374,13 @@ def test_header_names_are_matched_case_insensitively(smtp_api: Invoke) -> None:
 
 
 def test_an_unexpected_store_error_is_a_500_that_reveals_nothing(
-    smtp_api: Invoke, redis_client: redis.Redis
+    smtp_api: Invoke, settings: Settings, redis_client: redis.Redis
 ) -> None:
     # Given a key in Redis that something else overwrote with the wrong type
-    redis_client.set(KEYS.idempotency("authsession", "clobbered"), "not a hash")
+    # (the idempotency record of that key, in the partition its scope hashes to)
+    home = partition_of(Source.AUTHSESSION, "clobbered", settings.redis_partitions)
+    keys = RedisKeys.of_partition(home)
+    redis_client.set(keys.idempotency(Source.AUTHSESSION, "clobbered"), "not a hash")
 
     # When a request uses that idempotency key
     answer = smtp_api(request_event(VALID_BODY, key="clobbered"))

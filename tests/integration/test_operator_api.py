@@ -21,9 +21,9 @@ from mailcore.store.keys import RedisKeys
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.api_events import api_event, body_of, header
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.partitions import CONTROL, home_keys
 from tests.support.redis_backend import RedisBackend
 
-KEYS = RedisKeys()
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = "/api/v1/internal"
 T0 = 1_795_338_900_000
@@ -175,9 +175,10 @@ def test_pages_never_skip_or_repeat_while_new_deliveries_arrive(
 
 
 def test_a_page_over_a_rare_filter_stays_bounded_and_resumes(
-    api: Invoke, store: RedisDeliveryStore
+    api: Invoke, settings: Settings, store: RedisDeliveryStore
 ) -> None:
-    # Given two large indexes (about 200 members each) that share only two deliveries
+    # Given two large indexes (about 200 members each, in every partition) that
+    # share only two deliveries
     rare = {194, 388}
     many = [
         seeded(
@@ -185,7 +186,7 @@ def test_a_page_over_a_rare_filter_stays_bounded_and_resumes(
             status=DeliveryStatus.SENT if n % 2 == 0 else DeliveryStatus.FAILED,
             template_id="bulk" if n % 2 == 1 or n in rare else "other",
         )
-        for n in range(1, 400)
+        for n in range(1, 400 * settings.redis_partitions)
     ]
     store_all(store, many)
 
@@ -198,7 +199,8 @@ def test_a_page_over_a_rare_filter_stays_bounded_and_resumes(
         pages.append(ids)
 
     # Then both are found, newest first, and pages came back short rather than
-    # scanning the whole index at once (at most 20 candidates per requested item)
+    # scanning the whole index at once (at most 20 candidates per requested item,
+    # in each partition)
     assert [item for page in pages for item in page] == ["d-0388", "d-0194"]
     assert len(pages) >= 200 // (2 * 20)
     assert any(len(page) < 2 for page in pages[:-1])
@@ -249,7 +251,8 @@ def test_a_settled_delivery_is_resent_as_a_linked_clone_and_the_parent_is_untouc
     # Given a settled delivery
     parent = seeded(1, status=status)
     store_all(store, [parent])
-    before = redis_client.dump(KEYS.delivery(parent.delivery_id))
+    parent_key = home_keys(redis_client, parent.delivery_id).delivery(parent.delivery_id)
+    before = redis_client.dump(parent_key)
 
     # When an operator resends it
     answer = resend(api, parent.delivery_id)
@@ -262,9 +265,10 @@ def test_a_settled_delivery_is_resent_as_a_linked_clone_and_the_parent_is_untouc
     assert clone["status"] == "queued"
     assert clone["delivery_id"] != parent.delivery_id
     assert (clone["template_id"], clone["to"]) == (parent.template_id, list(parent.envelope.to))
-    assert redis_client.zscore(KEYS.attempt_schedule(), clone["delivery_id"]) is not None
+    clone_keys = home_keys(redis_client, clone["delivery_id"])
+    assert redis_client.zscore(clone_keys.attempt_schedule(), clone["delivery_id"]) is not None
     # And the parent did not change by a byte
-    assert redis_client.dump(KEYS.delivery(parent.delivery_id)) == before
+    assert redis_client.dump(parent_key) == before
 
 
 @pytest.mark.parametrize("status", [DeliveryStatus.QUEUED, DeliveryStatus.SENDING])
@@ -384,13 +388,14 @@ def test_attempts_come_oldest_first_with_redacted_summaries(
     api: Invoke, store: RedisDeliveryStore, redis_client: redis.Redis
 ) -> None:
     store_all(store, [seeded(1, status=DeliveryStatus.QUEUED)])
-    redis_client.hset(KEYS.delivery("d-0001"), "attempt_count", "2")
+    keys = home_keys(redis_client, "d-0001")
+    redis_client.hset(keys.delivery("d-0001"), "attempt_count", "2")
     redis_client.hset(
-        KEYS.attempt("d-0001", 1),
+        keys.attempt("d-0001", 1),
         mapping={"status": "provider_rejected", "outcome": "transient_failure", "summary": "451"},
     )
     redis_client.hset(
-        KEYS.attempt("d-0001", 2),
+        keys.attempt("d-0001", 2),
         mapping={
             "delivery_id": "d-0001",
             "attempt_no": "2",
@@ -417,12 +422,14 @@ def test_attempts_come_oldest_first_with_redacted_summaries(
 
 
 def test_malformed_commands_and_dead_letters_are_listed_newest_first(
-    api: Invoke, redis_client: redis.Redis
+    api: Invoke, settings: Settings, redis_client: redis.Redis
 ) -> None:
+    # Given three malformed commands (kept in partition 0) and three dead letters,
+    # one in each partition there is (all in partition 0 with one)
     for number in range(3):
         entry = f"{T0 + number}-0"
         redis_client.hset(
-            KEYS.malformed_command(entry),
+            CONTROL.malformed_command(entry),
             mapping={
                 "stream_entry_id": entry,
                 "stream": "mail:delivery_commands",
@@ -432,9 +439,10 @@ def test_malformed_commands_and_dead_letters_are_listed_newest_first(
                 "recorded_at_ms": str(T0 + number),
             },
         )
-        redis_client.zadd(KEYS.index_malformed(), {entry: T0 + number})
+        redis_client.zadd(CONTROL.index_malformed(), {entry: T0 + number})
+        keys = RedisKeys.of_partition(number % settings.redis_partitions)
         redis_client.hset(
-            KEYS.dead_letter(f"dl-{number}"),
+            keys.dead_letter(f"dl-{number}"),
             mapping={
                 "delivery_id": f"dl-{number}",
                 "attempts": "4",
@@ -443,8 +451,9 @@ def test_malformed_commands_and_dead_letters_are_listed_newest_first(
                 "dead_lettered_at_ms": str(T0 + number),
             },
         )
-        redis_client.zadd(KEYS.index_dead_letters(), {f"dl-{number}": T0 + number})
+        redis_client.zadd(keys.index_dead_letters(), {f"dl-{number}": T0 + number})
 
+    # When the operator lists them and reads one malformed command
     malformed = body_of(api(api_event("GET", f"{BASE}/malformed-commands", query={"limit": "2"})))
     one = body_of(
         api(
@@ -457,6 +466,7 @@ def test_malformed_commands_and_dead_letters_are_listed_newest_first(
     )
     dead = body_of(api(api_event("GET", f"{BASE}/dead-letters")))
 
+    # Then both lists come newest first, merged over the partitions
     assert [m["stream_entry_id"] for m in malformed["items"]] == [f"{T0 + 2}-0", f"{T0 + 1}-0"]
     assert malformed["next_cursor"]
     assert one["raw_fields"] == {"payload_json": "{"}

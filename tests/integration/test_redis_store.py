@@ -16,12 +16,12 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from mailcore.composition import build_delivery_store
+from mailcore.composition import build_attempt_stores, build_delivery_store
 from mailcore.config import Settings, SmtpMode
 from mailcore.contracts.auth import LoginCodeDeliveryRequest
 from mailcore.domain.model import Attempt, Delivery, Envelope, PayloadMode, Source
 from mailcore.domain.states import AttemptStatus, DeliveryStatus
-from mailcore.errors import StoreInvariantBroken, StoreUnavailable
+from mailcore.errors import PartitionCountChanged, StoreInvariantBroken, StoreUnavailable
 from mailcore.ports import DeliveryQueries
 from mailcore.services.auth_intake import AuthIntake
 from mailcore.store.client import build_redis_client
@@ -31,7 +31,7 @@ from mailcore.store.queries import RedisQueries
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.fakes import FixedClock
 from tests.support.network import free_port
-from tests.support.partitions import EVERY_PARTITION, home_keys, total
+from tests.support.partitions import CONTROL, EVERY_PARTITION, home_keys, total
 from tests.support.store_invariants import count_deliveries, find_partial_state, text_keys
 
 Store = RedisDeliveryStore | PartitionedDeliveryStore
@@ -109,7 +109,8 @@ def test_every_key_of_the_acceptance_lives_in_one_hash_slot(
 ) -> None:
     delivery = queued_delivery()
     store.accept(delivery, first_attempt(delivery), fingerprint="fp-1", outcome="sent")
-    keys = text_keys(redis_client)
+    # (The partition count the store records on its first write is a control key, apart.)
+    keys = [key for key in text_keys(redis_client) if key != CONTROL.partition_count()]
     slots = {key_slot(key.encode()) for key in keys}
     assert len(keys) >= 10
     home = home_keys(redis_client, delivery.delivery_id)
@@ -299,3 +300,26 @@ def test_every_key_written_is_in_the_documented_catalog(
     ]
     for key in text_keys(redis_client):
         assert any(pattern.match(key) for pattern in patterns), key
+
+
+def test_a_changed_partition_count_is_refused_before_anything_is_written(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a store written by a deployment with this partition count
+    written = build_delivery_store(settings)
+    delivery = queued_delivery()
+    written.accept(delivery, first_attempt(delivery), fingerprint="fp-1", outcome="sent")
+    before = snapshot(redis_client)
+
+    # When a deployment configured with another count starts accepting or scheduling
+    changed = settings.model_copy(update={"redis_partitions": settings.redis_partitions + 1})
+    other = replace(queued_delivery(), delivery_id="dlv-other", idempotency_key="other-key")
+
+    # Then it refuses, naming the setting, and writes nothing
+    with pytest.raises(PartitionCountChanged, match="MAIL_REDIS_PARTITIONS"):
+        build_delivery_store(changed).accept(
+            other, first_attempt(other), fingerprint="fp-2", outcome="sent"
+        )
+    with pytest.raises(PartitionCountChanged):
+        build_attempt_stores(changed)[0].due_delivery_ids(0, 10)
+    assert snapshot(redis_client) == before

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from mailcore.composition import (
     build_attempt_stores,
     build_claimed_attempt_steps,
@@ -30,7 +32,7 @@ from mailcore.services.dispatch import Dispatcher, DispatchResult
 from mailcore.store.attempt_store import RedisAttemptStore
 from mailcore.store.client import build_redis_client
 from tests.support.fakes import FixedClock
-from tests.support.partitions import home_keys
+from tests.support.partitions import home_keys, partition_number
 
 
 @dataclass
@@ -45,7 +47,9 @@ class Pipeline:
     def __post_init__(self) -> None:
         assert self.settings.attempt_queue_url
         self.queue_url: str = self.settings.attempt_queue_url
-        self.stores: list[RedisAttemptStore] = build_attempt_stores(self.settings)
+        # One client for every partition's store, and for the test's own lookups.
+        self.client: redis.Redis = build_redis_client(self.settings)
+        self.stores: list[RedisAttemptStore] = build_attempt_stores(self.settings, self.client)
         dispatcher = build_dispatcher(
             self.settings, self.clock, sqs_client=self.sqs, stores=self.stores
         )
@@ -62,9 +66,7 @@ class Pipeline:
 
     def store_for(self, delivery_id: str) -> RedisAttemptStore:
         """The attempt store of the partition holding this delivery."""
-        with build_redis_client(self.settings) as client:
-            keys = home_keys(client, delivery_id)
-        return self.stores[int(keys.partition.removeprefix("p"))]
+        return self.stores[partition_number(home_keys(self.client, delivery_id))]
 
     def accept_login_code(
         self,

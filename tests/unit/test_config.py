@@ -238,3 +238,14 @@ def test_a_cluster_has_no_logical_database() -> None:
         Settings.from_environ(environ)
     assert "MAIL_REDIS_DB" in str(raised.value)
     assert "MAIL_REDIS_CLUSTER" in str(raised.value)
+
+
+def test_the_bound_on_claims_in_flight_covers_every_partition() -> None:
+    # Given more partitions than claims allowed in flight
+    environ = {**MINIMAL, "MAIL_REDIS_PARTITIONS": "64", "MAIL_MAX_CLAIMS_IN_FLIGHT": "32"}
+
+    # Then the configuration is refused: a partition would have no share of the bound
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ(environ)
+    assert "MAIL_MAX_CLAIMS_IN_FLIGHT" in str(raised.value)
+    assert "MAIL_REDIS_PARTITIONS" in str(raised.value)

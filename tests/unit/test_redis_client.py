@@ -54,3 +54,14 @@ def test_a_cluster_client_is_built_without_touching_the_network() -> None:
     # And the first command fails as an ordinary connection error (a 503 upstream)
     with pytest.raises(redis.ConnectionError):
         client.ping()
+
+
+def test_a_cluster_client_can_be_used_in_a_with_block_before_it_connects() -> None:
+    # Given a cluster client that never connected
+    settings = Settings.from_environ(
+        {"MAIL_REDIS_ADDR": "127.0.0.1:1", "MAIL_REDIS_CLUSTER": "true"}
+    )
+
+    # When it is used and closed as a standalone client would be, Then nothing fails
+    with build_redis_client(settings) as client:
+        assert is_cluster(client)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mailcore.services.scheduler import Scheduler, SchedulerObserver
     from mailcore.services.stream_intake import PollObserver, StreamPoller
     from mailcore.store.attempt_store import RedisAttemptStore
+    from mailcore.store.layout import PartitionLayout
     from mailcore.store.partitions import PartitionedDeliveryStore
     from mailcore.store.redis_store import RedisDeliveryStore
     from mailcore.tracing import LambdaTracer, XRayProvider
@@ -45,6 +46,7 @@ SCHEDULER_LEASE = "scheduler"
 # and a Message-ID domain; this one can never be mistaken for a real mailbox.
 STUB_SENDER = "noreply@mail-service.invalid"
 CLAIMS_PER_WORKER = 10  # one SQS batch per worker per poll
+MAX_STEP_GROWTH = 8  # a stream step over partitions holds at most 8 x 20 entries
 
 
 def build_delivery_store(
@@ -52,9 +54,11 @@ def build_delivery_store(
 ) -> RedisDeliveryStore | PartitionedDeliveryStore:
     """Partition 0's store, or the partitioned store over all of them."""
     from mailcore.store.keys import RedisKeys
+    from mailcore.store.layout import PartitionLayout
     from mailcore.store.redis_store import RedisDeliveryStore
 
     client = client or build_redis_client(settings)
+    layout = PartitionLayout(client, settings.redis_partitions)
     stores = [
         RedisDeliveryStore(
             client,
@@ -63,6 +67,7 @@ def build_delivery_store(
             delivery_ttl=settings.delivery_ttl,
             malformed_command_ttl=settings.malformed_command_ttl,
             keys=RedisKeys.of_partition(partition),
+            layout=layout,
         )
         for partition in range(settings.redis_partitions)
     ]
@@ -74,7 +79,10 @@ def build_delivery_store(
 
 
 def build_attempt_store(
-    settings: Settings, client: redis.Redis | None = None, partition: int = 0
+    settings: Settings,
+    client: redis.Redis | None = None,
+    partition: int = 0,
+    layout: PartitionLayout | None = None,
 ) -> RedisAttemptStore:
     """The attempt store of one partition."""
     from mailcore.store.attempt_store import RedisAttemptStore
@@ -86,6 +94,7 @@ def build_attempt_store(
         retry_schedule=settings.retry_schedule,
         claim_timeout=settings.claim_timeout,
         partition=partition,
+        layout=layout,
     )
 
 
@@ -93,8 +102,13 @@ def build_attempt_stores(
     settings: Settings, client: redis.Redis | None = None
 ) -> list[RedisAttemptStore]:
     """One attempt store per partition, sharing one client."""
+    from mailcore.store.layout import PartitionLayout
+
     client = client or build_redis_client(settings)
-    return [build_attempt_store(settings, client, n) for n in range(settings.redis_partitions)]
+    layout = PartitionLayout(client, settings.redis_partitions)
+    return [
+        build_attempt_store(settings, client, n, layout) for n in range(settings.redis_partitions)
+    ]
 
 
 def build_claimed_attempt_steps(
@@ -192,7 +206,7 @@ def build_stream_poller(
     sqs_client: Any = None,
     tracing: XRayProvider | None = None,
 ) -> StreamPoller:
-    from mailcore.services.stream_intake import StreamIntake, StreamPoller
+    from mailcore.services.stream_intake import MAX_CALL_ENTRIES, StreamIntake, StreamPoller
     from mailcore.services.stream_tracing import TracedStreamIntake
     from mailcore.store.command_stream import RedisCommandStream
     from mailcore.store.keys import RedisKeys
@@ -204,12 +218,24 @@ def build_stream_poller(
     dispatcher = build_dispatcher(settings, clock, client, sqs_client)
     limits = command_limits(settings)
     stream_name = settings.redis_command_stream
+    # Over several partitions a step is one script per partition and one more
+    # for the offset: larger steps keep each partition's script about the size
+    # one partition's would be.
+    step = MAX_CALL_ENTRIES * min(settings.redis_partitions, MAX_STEP_GROWTH)
     intake = (
         TracedStreamIntake(
-            store, clock, stream_name, limits, dispatcher=dispatcher, tracing=tracing
+            store,
+            clock,
+            stream_name,
+            limits,
+            dispatcher=dispatcher,
+            tracing=tracing,
+            max_call_entries=step,
         )
         if tracing is not None
-        else StreamIntake(store, clock, stream_name, limits, dispatcher=dispatcher)
+        else StreamIntake(
+            store, clock, stream_name, limits, dispatcher=dispatcher, max_call_entries=step
+        )
     )
     block = settings.stream_block_timeout
     # Blocking reads get their own client: raw bytes, and a read timeout past the block.

@@ -343,6 +343,11 @@ class Settings(BaseModel):
             ]
             if missing:
                 raise ValueError(f"MAIL_SMTP_MODE=smtp needs {' and '.join(missing)}")
+        if self.claims_in_flight_bound < self.redis_partitions:
+            raise ValueError(
+                "MAIL_MAX_CLAIMS_IN_FLIGHT must be at least MAIL_REDIS_PARTITIONS "
+                "(each partition claims within its share of the bound)"
+            )
         if self.redis_cluster and self.redis_db != 0:
             raise ValueError("MAIL_REDIS_DB must be 0 with MAIL_REDIS_CLUSTER (clusters have one)")
         if self.redis_password is not None and self.redis_password_secret_arn is not None:

@@ -23,6 +23,11 @@ class StoreInvariantBroken(Exception):
     """The store refused a write that the service believed valid (a bug, not bad input)."""
 
 
+class PartitionCountChanged(Exception):
+    """The store was written with another ``MAIL_REDIS_PARTITIONS``: working on would
+    break idempotency, or abandon the partitions no longer read (docs/scaling.md)."""
+
+
 class InvalidCursor(ValueError):
     """A paging cursor that this service did not make."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -28,6 +28,9 @@ from mailcore.store.codec import delivery_from_fields
 from mailcore.store.keys import RedisKeys
 from mailcore.store.redis_store import translate_errors
 from mailcore.store.scripts import load_lua, load_lua_with_rules
+
+if TYPE_CHECKING:
+    from mailcore.store.layout import PartitionLayout
 
 # Candidates per script call: bounded so one call never blocks Redis for long.
 MAX_BATCH = 100
@@ -48,8 +51,10 @@ class RedisAttemptStore:
         retry_schedule: Sequence[timedelta],
         claim_timeout: timedelta = timedelta(seconds=45),
         partition: int = 0,
+        layout: PartitionLayout | None = None,
     ) -> None:
         self._client = client
+        self._layout = layout
         self._partition = partition
         self._keys = RedisKeys.of_partition(partition)
         self._delivery_ttl_ms = int(delivery_ttl.total_seconds() * 1000)
@@ -74,6 +79,8 @@ class RedisAttemptStore:
     # -- scheduling ---------------------------------------------------------------------
 
     def due_delivery_ids(self, now_ms: int, limit: int) -> list[str]:
+        if self._layout is not None:
+            self._layout.verify()  # the scheduler's rounds start here
         with translate_errors():
             due = self._client.zrangebyscore(
                 self._keys.attempt_schedule(), "-inf", now_ms, start=0, num=limit

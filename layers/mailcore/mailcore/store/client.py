@@ -71,6 +71,18 @@ class LazyRedisCluster:
         # As bytes, a Script computes its SHA without asking the client for an encoder.
         return Script(cast(redis.Redis, self), script.encode())
 
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.close()
+
+    # Dunder methods are looked up on the type, past __getattr__: a ``with``
+    # block must work on this client as it does on a standalone one.
+    def __enter__(self) -> LazyRedisCluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cluster, name)
 

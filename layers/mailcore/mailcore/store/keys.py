@@ -96,6 +96,9 @@ class RedisKeys:
     def index_malformed(self) -> str:
         return f"{self.prefix}idx:malformed"
 
+    def partition_count(self) -> str:
+        return f"{self.prefix}partitions"
+
     def lease(self, name: str) -> str:
         return f"{self.prefix}lease:{name}"
 
@@ -190,6 +193,13 @@ def key_catalog(keys: RedisKeys | None = None) -> list[KeySpec]:
             "sorted set, score dead-letter time (ms), member `delivery_id`",
             "members outlive expired entries; readers skip them",
             "dead letters, newest first",
+        ),
+        KeySpec(
+            k.partition_count(),
+            "string",
+            "none",
+            "`MAIL_REDIS_PARTITIONS` of the deployment that first wrote here; "
+            "a deployment with another count refuses to work",
         ),
         KeySpec(
             k.lease("<name>"),

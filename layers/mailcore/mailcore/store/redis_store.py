@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from itertools import chain
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
 import redis
@@ -32,6 +32,9 @@ from mailcore.store.codec import (
 )
 from mailcore.store.keys import RedisKeys
 from mailcore.store.scripts import load_lua
+
+if TYPE_CHECKING:
+    from mailcore.store.layout import PartitionLayout
 
 # Errors after which Redis has either run a whole script or none of it: the
 # caller may safely retry with the same idempotency key.
@@ -88,8 +91,10 @@ class RedisDeliveryStore:
         delivery_ttl: timedelta,
         malformed_command_ttl: timedelta,
         keys: RedisKeys | None = None,
+        layout: PartitionLayout | None = None,
     ) -> None:
         self._client = client
+        self._layout = layout
         self._cluster = is_cluster(client)
         self._clock = clock
         self._keys = keys or RedisKeys()
@@ -109,6 +114,7 @@ class RedisDeliveryStore:
         fingerprint: str,
         outcome: str,
     ) -> AcceptanceResult:
+        self._verify_layout()
         call = _ScriptCall()
         self._add_acceptance(call, delivery, first_attempt, fingerprint, outcome, "report")
         reply = self._run(call, offset_key=None, expected_offset="", new_offset="")
@@ -142,6 +148,7 @@ class RedisDeliveryStore:
     ) -> Callable[[], StreamBatchResult]:
         if not items:
             return lambda: StreamBatchResult(False, expected_offset)
+        self._verify_layout()
         now = self._clock.now_ms()
         new_offset = items[-1].stream_entry_id
         offset_key = self._keys.stream_offset(stream)
@@ -173,6 +180,7 @@ class RedisDeliveryStore:
         same-fingerprint 1|0, or "id_taken"); the caller records conflicts
         with the offset, in the control partition.
         """
+        self._verify_layout()
         call = _ScriptCall()
         for item in items:
             self._add_acceptance(
@@ -264,6 +272,10 @@ class RedisDeliveryStore:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _verify_layout(self) -> None:
+        if self._layout is not None:
+            self._layout.verify()
+
     def _add_acceptance(
         self,
         call: _ScriptCall,
@@ -352,15 +364,15 @@ class RedisDeliveryStore:
         the way every acceptance is sent: it skips the layers of redis-py's
         generic command path, which cost the REST intake more than
         building the call does.
+
+        On a cluster the call goes to a connection of the node that owns the
+        keys' slot, as the cluster client would route it. A node that no
+        longer owns the slot answers ``MOVED`` (or ``ASK``) without running
+        anything; the call then goes through the cluster client, which
+        follows the redirection and learns the new slot map.
         """
-        if self._cluster:
-            # The cluster client routes by the first key and follows MOVED;
-            # it has no single pool to send through by hand.
-            with translate_errors():
-                reply = self._accept_batch(keys=keys, args=args)
-            return lambda: reply
-        pool = self._client.connection_pool
         with translate_errors():
+            pool = self._pool_for(keys[0])
             connection: Any = pool.get_connection()
             try:
                 packed = _pack(("EVALSHA", self._accept_batch.sha, len(keys), *keys, *args))
@@ -380,7 +392,7 @@ class RedisDeliveryStore:
             try:
                 with translate_errors():
                     reply = connection.read_response()
-            except redis.exceptions.NoScriptError:
+            except (redis.exceptions.NoScriptError, *_SLOT_ELSEWHERE):
                 pool.release(connection)
                 with translate_errors():
                     return self._accept_batch(keys=keys, args=args)
@@ -392,6 +404,16 @@ class RedisDeliveryStore:
             return reply
 
         return answer
+
+    def _pool_for(self, key: str) -> Any:
+        if not self._cluster:
+            return self._client.connection_pool
+        cluster: Any = self._client
+        return cluster.get_node_from_key(key).redis_connection.connection_pool
+
+
+# Answers of a cluster node that did not run the call: the slot is elsewhere.
+_SLOT_ELSEWHERE = (redis.exceptions.MovedError, redis.exceptions.AskError)
 
 
 def _pack(command: tuple[str | int, ...]) -> list[bytes]:
