@@ -51,6 +51,7 @@ EXCEPTION_CLASSES = {
     "TryAgainError": "redis.exceptions",
     "AuthenticationError": "redis.exceptions",
     "GetParameterError": "aws_lambda_powertools.utilities.parameters.exceptions",
+    "PartitionCountChanged": "mailcore.errors",
 }
 # Metrics and attributes that AWS publishes (AWS/SQS, AWS/Lambda), not us.
 AWS_NAMES = {
