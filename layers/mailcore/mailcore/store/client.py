@@ -114,34 +114,26 @@ def build_redis_client(
         provider = SecretTokenProvider(
             settings.redis_username, secret_password_source(settings.redis_password_secret_arn)
         )
+    connection: dict[str, Any] = {
+        "host": settings.redis_host,
+        "port": settings.redis_port,
+        "username": None if provider else settings.redis_username,
+        "password": None if provider else password,
+        "credential_provider": provider,
+        "ssl": settings.redis_tls_enabled,
+        "socket_timeout": timeout + extra_read_time.total_seconds(),
+        "socket_connect_timeout": timeout,
+        "decode_responses": decode_responses,
+    }
     if settings.redis_cluster:
-        cluster = LazyRedisCluster(
-            host=settings.redis_host,
-            port=settings.redis_port,
-            username=None if provider else settings.redis_username,
-            password=None if provider else password,
-            credential_provider=provider,
-            ssl=settings.redis_tls_enabled,
-            socket_timeout=timeout + extra_read_time.total_seconds(),
-            socket_connect_timeout=timeout,
-            decode_responses=decode_responses,
-            # A failover moves a slot to the promoted replica within seconds:
-            # a few backed-off retries (each refreshing the slot map) ride it
-            # out; past them the caller sees StoreUnavailable (a 503).
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-        )
-        return cast(redis.Redis, cluster)
+        # A failover moves a slot to the promoted replica within seconds: a
+        # few backed-off retries (each refreshing the slot map) ride it out;
+        # past them the caller sees StoreUnavailable (a 503).
+        retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3)
+        return cast(redis.Redis, LazyRedisCluster(**connection, retry=retry))
     return redis.Redis(
-        host=settings.redis_host,
-        port=settings.redis_port,
+        **connection,
         db=settings.redis_db,
-        username=None if provider else settings.redis_username,
-        password=None if provider else password,
-        credential_provider=provider,
-        ssl=settings.redis_tls_enabled,
-        socket_timeout=timeout + extra_read_time.total_seconds(),
-        socket_connect_timeout=timeout,
-        decode_responses=decode_responses,
         # One immediate retry on a fresh connection covers the idle connection
         # a warm Lambda finds closed; more would only delay the 503. Timeouts
         # are not retried: the command may still be running on the server.
