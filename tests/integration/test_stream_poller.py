@@ -24,6 +24,7 @@ from mailcore.domain.model import PayloadMode, Source
 from mailcore.domain.states import DeliveryStatus
 from mailcore.ports import DeliveryQueries, EntryVerdict, StreamEntry
 from mailcore.services.stream_intake import PollReport, StreamIntake, StreamPoller
+from mailcore.store.keys import partition_of
 from mailcore.store.partitions import PartitionedDeliveryStore
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.commands import (
@@ -209,6 +210,40 @@ def test_a_delivery_id_used_by_another_command_is_recorded_malformed(
 
     drain(poller, redis_client)
 
+    assert malformed_record(redis_client, clash)["failure_code"] == "delivery_id_conflict"
+    assert count_deliveries(redis_client) == 1
+    assert find_partial_state(redis_client) == []
+
+
+def _key_in_another_partition(settings: Settings, key: str) -> str:
+    """An idempotency key whose partition differs from ``key``'s (when there are several)."""
+    partitions = settings.redis_partitions
+    home = partition_of("notification", key, partitions)
+    return next(
+        other
+        for other in (f"notification:elsewhere-{n}" for n in range(1000))
+        if partitions == 1 or partition_of("notification", other, partitions) != home
+    )
+
+
+@pytest.mark.parametrize("same_batch", [True, False], ids=["same batch", "later batch"])
+def test_a_delivery_id_taken_in_another_partition_is_recorded_malformed(
+    make_poller: MakePoller, redis_client: redis.Redis, settings: Settings, same_batch: bool
+) -> None:
+    # Given a command, and a second one with its delivery id whose
+    # idempotency key lands in another partition
+    poller, _ = make_poller()
+    first = command(5)
+    publish(redis_client, first)
+    if not same_batch:
+        drain(poller, redis_client)
+    other_key = _key_in_another_partition(settings, first["idempotency_key"])
+    clash = publish(redis_client, command(5, idempotency_key=other_key))
+
+    # When the poller accepts them
+    drain(poller, redis_client)
+
+    # Then the id stays unique across partitions: the second is a malformed record
     assert malformed_record(redis_client, clash)["failure_code"] == "delivery_id_conflict"
     assert count_deliveries(redis_client) == 1
     assert find_partial_state(redis_client) == []

@@ -174,14 +174,17 @@ class PartitionedDeliveryStore:
         # EXISTS each (its keys share that partition's slot), all pipelined.
         # It counts; only a partition that finds any is asked id by id.
         elsewhere: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for partition, indexes in sorted(by_partition.items()):
-            for index in indexes:
-                delivery_id = _pending(items[index]).delivery.delivery_id
-                if home.setdefault(delivery_id, partition) != partition:
-                    taken.append(index)
-                for other in range(len(self._stores)):
-                    if other != partition:
-                        elsewhere[other].append((index, self._keys[other].delivery(delivery_id)))
+        # In stream order: of two entries with one id, the earlier one keeps it.
+        in_order = sorted(
+            (index, partition) for partition, indexes in by_partition.items() for index in indexes
+        )
+        for index, partition in in_order:
+            delivery_id = _pending(items[index]).delivery.delivery_id
+            if home.setdefault(delivery_id, partition) != partition:
+                taken.append(index)
+            for other in range(len(self._stores)):
+                if other != partition:
+                    elsewhere[other].append((index, self._keys[other].delivery(delivery_id)))
         with translate_errors():
             pipe = self._client.pipeline(transaction=False)
             for checks in elsewhere.values():
