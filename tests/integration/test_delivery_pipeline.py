@@ -13,6 +13,7 @@ import redis
 
 from mailcore.composition import build_delivery_store, build_stream_poller
 from mailcore.config import Settings
+from mailcore.contracts.attempt_message import decode_claim
 from mailcore.contracts.auth import LoginCodeDeliveryRequest
 from mailcore.domain.ids import UlidGenerator
 from mailcore.domain.states import AttemptStatus, DeliveryStatus, ProviderOutcome
@@ -241,7 +242,7 @@ def test_a_worker_that_dies_mid_attempt_is_recovered_and_its_late_completion_ref
     pipeline = make_pipeline(provider)
     delivery_id = accept_login_code(pipeline)
     message = pipeline.queued_messages()[0]
-    dead_claim = ClaimedAttempt(**json.loads(message["Body"]))
+    dead_claim = decode_claim(message["Body"])
     store = pipeline.store_for(delivery_id)
     started = store.start(dead_claim, pipeline.clock.now_ms(), rendered=True)
     assert started.verdict is StartVerdict.STARTED
@@ -380,7 +381,7 @@ def test_the_scripts_refuse_a_move_the_transition_table_forbids(
     # Given an attempt in progress whose delivery was (wrongly) marked sent meanwhile
     pipeline = make_pipeline()
     delivery_id = accept_login_code(pipeline)
-    claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
+    claim = decode_claim(pipeline.queued_messages()[0]["Body"])
     store = pipeline.store_for(delivery_id)
     store.start(claim, pipeline.clock.now_ms(), rendered=True)
     redis_client.hset(home_keys(redis_client, delivery_id).delivery(delivery_id), "status", "sent")
@@ -467,7 +468,7 @@ def test_starting_a_send_gives_it_a_full_claim_period(
     # Given a claim whose worker only gets to it 40 s later (a long batch before it)
     pipeline = make_pipeline()
     delivery_id = accept_login_code(pipeline)
-    claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
+    claim = decode_claim(pipeline.queued_messages()[0]["Body"])
     store = pipeline.store_for(delivery_id)
     pipeline.advance(40_000)
     assert store.start(claim, pipeline.clock.now_ms(), rendered=True).verdict is (
@@ -545,7 +546,7 @@ def test_recording_an_outcome_again_with_the_same_claim_answers_completed_and_ch
     # Given an attempt whose outcome was recorded, but whose worker never heard the answer
     pipeline = make_pipeline()
     delivery_id = accept_login_code(pipeline)
-    claim = ClaimedAttempt(**json.loads(pipeline.queued_messages()[0]["Body"]))
+    claim = decode_claim(pipeline.queued_messages()[0]["Body"])
     store = pipeline.store_for(delivery_id)
     assert store.start(claim, pipeline.clock.now_ms(), rendered=True).verdict is (
         StartVerdict.STARTED

@@ -300,7 +300,7 @@ def build_index_cleanup(settings: Settings) -> IndexCleanup:
         return IndexCleanup(partitions[0])
     from mailcore.store.partitions import PartitionedIndexMaintenance
 
-    return IndexCleanup(PartitionedIndexMaintenance(partitions))
+    return IndexCleanup(PartitionedIndexMaintenance(client, partitions))
 
 
 def load_catalog(settings: Settings) -> TemplateCatalog:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-DEFAULT_PARTITION = "p0"
 CONTROL_PARTITION = 0
 
 
@@ -33,6 +32,14 @@ def partition_of(source: str, idempotency_key: str, partitions: int) -> int:
 
 def partition_tag(partition: int) -> str:
     return f"p{partition}"
+
+
+DEFAULT_PARTITION = partition_tag(CONTROL_PARTITION)
+
+
+def in_any_partition(pattern: str) -> str:
+    """A SCAN pattern for ``pattern`` (after the prefix) in every partition at once."""
+    return f"mail:{{p*}}:{pattern}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -51,7 +51,7 @@ from mailcore.ports import (
 )
 from mailcore.store.attempt_store import RedisAttemptStore
 from mailcore.store.index_maintenance import RedisIndexMaintenance
-from mailcore.store.keys import CONTROL_PARTITION, RedisKeys, partition_of
+from mailcore.store.keys import CONTROL_PARTITION, RedisKeys, in_any_partition, partition_of
 from mailcore.store.queries import Position, RedisQueries, Walk
 from mailcore.store.redis_store import RedisDeliveryStore, translate_errors
 
@@ -319,8 +319,7 @@ class PartitionedQueries:
             for partition, ids in _by_partition(taken)
             for delivery in self._partitions[partition].deliveries_at(ids)
         ]
-        items.sort(key=lambda d: (d.created_at_ms, d.delivery_id), reverse=True)
-        return Page(items, frontier.encode() if frontier else None)
+        return Page(_in_page_order(items, taken), frontier.encode() if frontier else None)
 
     def malformed_command(self, stream_entry_id: str) -> dict[str, str] | None:
         return self._partitions[CONTROL_PARTITION].malformed_command(stream_entry_id)
@@ -382,6 +381,19 @@ def _merge(walks: Sequence[Walk], limit: int) -> tuple[list[tuple[int, Position]
     return taken, floor
 
 
+class _HasDeliveryId(Protocol):
+    @property
+    def delivery_id(self) -> str: ...
+
+
+def _in_page_order[T: _HasDeliveryId](
+    items: list[T], taken: Sequence[tuple[int, Position]]
+) -> list[T]:
+    """Records read partition by partition, back in the merged page's order."""
+    order = {position.member: n for n, (_, position) in enumerate(taken)}
+    return sorted(items, key=lambda item: order[item.delivery_id])
+
+
 def _by_partition(taken: Sequence[tuple[int, Position]]) -> list[tuple[int, list[str]]]:
     grouped: dict[int, list[str]] = defaultdict(list)
     for partition, position in taken:
@@ -392,11 +404,15 @@ def _by_partition(taken: Sequence[tuple[int, Position]]) -> list[tuple[int, list
 class PartitionedIndexMaintenance:
     """Implements ``IndexMaintenance`` over the partitions' indexes."""
 
-    def __init__(self, partitions: Sequence[RedisIndexMaintenance]) -> None:
+    def __init__(self, client: redis.Redis, partitions: Sequence[RedisIndexMaintenance]) -> None:
+        self._client = client
         self._partitions = list(partitions)
 
     def index_keys(self) -> list[str]:
-        return [key for partition in self._partitions for key in partition.index_keys()]
+        # One SCAN for all partitions, rather than one over the whole keyspace each.
+        with translate_errors():
+            found = {str(key) for key in self._client.scan_iter(match=in_any_partition("idx:*"))}
+        return sorted(key for key in found if any(p.owns(key) for p in self._partitions))
 
     def remove_expired(self, index: str, start: int, count: int) -> tuple[int, int]:
         for partition in self._partitions:
