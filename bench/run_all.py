@@ -80,14 +80,20 @@ def coldstart() -> dict[str, float] | None:
         check=False,
     )
     print(completed.stdout, end="", flush=True)
-    inits: dict[str, float] = {}
-    for line in completed.stdout.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+(?:\.\d+)?)\s+\d+\s", line)
-        if match:
-            inits[match.group(1)] = float(match.group(2))
+    inits = parse_coldstart(completed.stdout)
     if not inits:
         print(completed.stderr, end="", file=sys.stderr)
         return None
+    return inits
+
+
+def parse_coldstart(printed: str) -> dict[str, float]:
+    """``{logical id: init ms}`` from the lines ``FunctionName  <ms>  <size>`` it prints."""
+    inits: dict[str, float] = {}
+    for line in printed.splitlines():
+        match = re.match(r"^(\w+Function)\s+(\d+(?:\.\d+)?)\s", line)
+        if match:
+            inits[match.group(1)] = float(match.group(2))
     return inits
 
 

@@ -1,6 +1,10 @@
-"""Cold-start budget: each handler's init time and the built sizes.
+"""Cold-start figures: each handler's init time and the built sizes.
 
-    python scripts/coldstart.py [--runs N]
+    python scripts/coldstart.py [--runs N]      (what `make coldstart` runs)
+
+It prints figures and judges none of them: the targets are in
+docs/performance.md, where `make bench` puts these figures next to them. It
+exits 0 whatever the figures are, and non-zero only when it cannot measure.
 
 Init is measured the way Lambda pays it: a fresh interpreter imports the
 handler module (which builds its clients, scripts and catalog at module
@@ -30,8 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".coldstart-venv"
 TWIN_LAYER = ROOT / ".coldstart-layer"
 BUILD = ROOT / ".aws-sam" / "build"
-INIT_BUDGET_MS = 250
-LAYER_BUDGET_MB = 30
+TARGETS = "docs/performance.md"
 # What the Lambda Python 3.13 runtime ships (boto3 and botocore), pinned as in development.
 RUNTIME_PACKAGES = ["boto3==1.43.108"]
 PROBE = (
@@ -138,33 +141,26 @@ def size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1_000_000
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
+    runs = parser.parse_args(argv).runs
     python = ensure_venv()
     layer_twin = build_twin_layer()
     functions = Path(tempfile.mkdtemp(prefix="coldstart-"))
-    over = 0
-    print(f"{'function':24} {'init ms':>8} {'budget':>7}  {'built':>8}")
+    print(f"{'function':24} {'init ms':>8}  {'built':>9}")
     for logical_id, module in sorted(handlers().items()):
         ms = init_ms(python, layer_twin, handler_copy(module, functions), module, runs)
         built = BUILD / logical_id
         size = f"{size_mb(built) * 1000:.0f} KB" if built.exists() else "not built"
-        verdict = "ok" if ms <= INIT_BUDGET_MS else "OVER"
-        over += verdict == "OVER"
-        print(f"{logical_id:24} {ms:8.0f} {INIT_BUDGET_MS:7d}  {size:>8}  {verdict}")
+        print(f"{logical_id:24} {ms:8.0f}  {size:>9}", flush=True)
     layer = BUILD / "MailCoreLayer"
     if layer.exists():
-        mb = size_mb(layer)
-        verdict = "ok" if mb <= LAYER_BUDGET_MB else "OVER"
-        over += verdict == "OVER"
-        print(
-            f"{'MailCoreLayer (unzipped)':24} {mb:7.1f} MB (budget {LAYER_BUDGET_MB} MB)  {verdict}"
-        )
+        print(f"{'MailCoreLayer (unzipped)':24} {size_mb(layer):8.1f} MB")
     else:
         print("MailCoreLayer: not built (run `make sam-build`)")
-    return 1 if over else 0
+    print(f"(median of {runs} runs each; the targets are in {TARGETS})")
+    return 0
 
 
 if __name__ == "__main__":
