@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from scripts.local_stack.lambda_runtime import ACCOUNT_ID, Handler, LambdaFunction
+from scripts.local_stack.logs import human_line
 
 __all__ = [
     "INTAKE_FUNCTION",
@@ -353,6 +354,10 @@ class LocalApiRequestHandler(BaseHTTPRequestHandler):
         if not hasattr(self, f"do_{self.command}"):
             setattr(self, f"do_{self.command}", self.dispatch)
         return True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # One line per request, in the shape of the functions' lines.
+        print(human_line(time.time(), "http", "", format % args, {}), file=sys.stderr, flush=True)
 
     def dispatch(self) -> None:
         if not self.server.begin_request():

@@ -5,7 +5,8 @@ layer's content (``/opt/python``, built from ``layers/mailcore``) on
 ``sys.path`` and imports the module its ``Handler`` names; importing it is
 the cold start. The stack does the same in-process, so each handler module
 runs exactly as it does in AWS, once per stack: one warm environment per
-function.
+function. What a function logs, at its cold start and in each invocation,
+is that function's (``logs.running_as``), though all share one process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scripts.local_stack.logs import FunctionLog, running_as
 from scripts.local_stack.sam_template import (
     LAMBDA_DEFAULT_MEMORY_MB,
     LAMBDA_DEFAULT_TIMEOUT_S,
@@ -80,7 +82,8 @@ class LambdaFunction:
     handler modules rely on that (Powertools keeps the current event and the
     metrics buffer in module globals). Invocations of one function, whatever
     the route or trigger, are therefore serialized, as one warm environment
-    would run them.
+    would run them. ``log`` is that environment's logging state: its lines
+    carry its own name and the keys it appended.
     """
 
     name: str  # the function's logical id in template.yaml
@@ -88,6 +91,11 @@ class LambdaFunction:
     timeout_s: float = LAMBDA_DEFAULT_TIMEOUT_S
     memory_mb: int = LAMBDA_DEFAULT_MEMORY_MB
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    log: FunctionLog | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            object.__setattr__(self, "log", FunctionLog(self.name))
 
     def context(self, stop: threading.Event | None = None) -> LocalLambdaContext:
         return LocalLambdaContext(
@@ -100,7 +108,9 @@ class LambdaFunction:
 
     def invoke(self, event: dict[str, Any], stop: threading.Event | None = None) -> Any:
         """Run the handler on one event with a fresh context; its exceptions propagate."""
-        with self.lock:
+        log = self.log or FunctionLog(self.name)
+        with self.lock, running_as(log):
+            log.begin_invocation()
             return self.handler(event, self.context(stop))
 
     def invoke_logged(self, event: dict[str, Any], stop: threading.Event | None = None) -> Any:
@@ -122,6 +132,8 @@ def put_code_on_path(functions: list[FunctionSpec]) -> None:
 
 def load_function(spec: FunctionSpec) -> LambdaFunction:
     """Import the handler module (its cold start) and wrap its handler."""
-    module = importlib.import_module(spec.module)
+    log = FunctionLog(spec.module)
+    with running_as(log):
+        module = importlib.import_module(spec.module)
     handler: Handler = getattr(module, spec.attribute)
-    return LambdaFunction(spec.logical_id, handler, spec.timeout_s, spec.memory_mb)
+    return LambdaFunction(spec.logical_id, handler, spec.timeout_s, spec.memory_mb, log=log)

@@ -20,12 +20,13 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from scripts.local_stack import logs
 from scripts.local_stack.attempt_queue import DUMMY_CREDENTIALS, LocalSqs, WorkerPump
 from scripts.local_stack.http_api import STAGE, LocalApiServer, RouteTable, build_routes
 from scripts.local_stack.lambda_runtime import (
@@ -89,6 +90,7 @@ class LocalOptions:
     api_port: int = DEFAULT_API_PORT
     smtp_port: int = DEFAULT_SMTP_PORT
     data_dir: Path = DEFAULT_DATA_DIR
+    log_format: logs.LogFormat = logs.LogFormat.HUMAN
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> LocalOptions:
@@ -96,6 +98,7 @@ class LocalOptions:
             api_port=_port(environ, "LOCAL_API_PORT", DEFAULT_API_PORT),
             smtp_port=_port(environ, "LOCAL_SMTP_PORT", DEFAULT_SMTP_PORT),
             data_dir=Path(environ.get("LOCAL_DATA_DIR") or DEFAULT_DATA_DIR).resolve(),
+            log_format=_log_format(environ),
         )
 
     @property
@@ -114,6 +117,17 @@ def _port(environ: MutableMapping[str, str], name: str, default: int) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise StartError(f"{name} must be a TCP port (1-65535), not {value!r}")
     return int(value)
+
+
+def _log_format(environ: MutableMapping[str, str]) -> logs.LogFormat:
+    value = (environ.get(logs.LOG_FORMAT_VARIABLE) or "").strip().lower()
+    if not value:
+        return logs.LogFormat.HUMAN
+    try:
+        return logs.LogFormat(value)
+    except ValueError:
+        choices = " or ".join(choice.value for choice in logs.LogFormat)
+        raise StartError(f"{logs.LOG_FORMAT_VARIABLE} must be {choices}, not {value!r}") from None
 
 
 def smtp_mode_is_stub(environ: MutableMapping[str, str]) -> bool:
@@ -213,6 +227,8 @@ class LocalStack:
     pump: WorkerPump | None = None
     runners: list[ScheduledRunner] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # The MAIL_* variables the user set (the banner tells them from the stack's own).
+    given_settings: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ start
 
@@ -261,6 +277,9 @@ class LocalStack:
         worker_spec = spec_of(template, WORKER_MODULE)
         self.sqs = LocalSqs(template.queue_of(worker_spec), region())
         self.sqs.start()
+        self.given_settings = frozenset(
+            name for name, value in environ.items() if name.startswith("MAIL_") and value.strip()
+        )
         for note in configure_handler_environment(
             environ,
             redis_addr=redis_addr,
@@ -271,6 +290,7 @@ class LocalStack:
             print(f"note: {note}", flush=True)
         self._check_stop()
 
+        install_logging(options.log_format)
         functions = self._load_functions(template)
         if self.redis is None:
             check_external_redis(environ["MAIL_REDIS_ADDR"])
@@ -367,7 +387,53 @@ class LocalStack:
             self.lock.close()
 
 
+def install_logging(log_format: logs.LogFormat) -> None:
+    """Before the handlers' cold starts: their Powertools logger, and stdout for metrics."""
+    from mailcore.telemetry import SERVICE_NAME
+
+    logs.install(log_format, SERVICE_NAME, sys.stdout)
+    if log_format is logs.LogFormat.HUMAN:
+        sys.stdout = logs.EmfAsText(sys.stdout)
+
+
 # --------------------------------------------------------------------------- the banner
+
+SECRET_SHOWN_AS = "***"  # noqa: S105 (a mask, not a password)
+
+
+def changed_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(variable, value)`` of every ``MAIL_*`` setting that is not at its default.
+
+    Derived from the settings model, so a new setting is shown without a
+    change here; the value is the variable as set, or ``***`` for a secret.
+    """
+    from pydantic import SecretStr
+
+    from mailcore.config import Settings
+
+    settings = Settings.from_environ(environ)
+    changed = []
+    for name, info in Settings.model_fields.items():
+        variable = str(info.alias)
+        if not variable.startswith("MAIL_"):
+            continue
+        value = getattr(settings, name)
+        if not info.is_required() and value == info.get_default(call_default_factory=True):
+            continue
+        if isinstance(value, SecretStr):
+            shown = SECRET_SHOWN_AS
+        else:
+            shown = (environ.get(variable) or "").strip() or str(value)
+        changed.append((variable, shown))
+    return sorted(changed)
+
+
+def settings_lines(environ: Mapping[str, str], given: frozenset[str]) -> list[str]:
+    lines = ["  settings  every MAIL_* setting not at its default (docs/configuration.md):"]
+    for variable, value in changed_settings(environ):
+        origin = "" if variable in given else "  (set by make local)"
+        lines.append(f"            {variable}={value}{origin}")
+    return lines
 
 
 def mailctl_command() -> str:
@@ -385,7 +451,6 @@ def banner(stack: LocalStack) -> str:
     api_url = f"http://127.0.0.1:{options.api_port}"
     redis_addr = environ["MAIL_REDIS_ADDR"]
     stream = environ.get("MAIL_REDIS_COMMAND_STREAM") or STREAM_DEFAULT
-    mode = environ["MAIL_SMTP_MODE"]
     lines = ["", "mail service running locally", ""]
 
     if stack.redis is not None:
@@ -410,7 +475,6 @@ def banner(stack: LocalStack) -> str:
             + (f"  (to its DLQ after {redrive} receives)" if redrive else ""),
         ]
     lines.append(f"  API       {api_url}  (stage {STAGE!r}, no SigV4 locally)")
-    lines.append(f"  mode      MAIL_SMTP_MODE={mode}")
     scheduled = ", ".join(
         f"{runner.function.name} every {runner.schedule.every_s:g}s" for runner in stack.runners
     )
@@ -420,6 +484,17 @@ def banner(stack: LocalStack) -> str:
     for skipped in stack.skipped:
         lines.append(f"            ({skipped} is not run: its handler does not exist yet)")
     lines.append(f"  stream    {stream}")
+    if options.log_format is logs.LogFormat.HUMAN:
+        lines.append(
+            f"  logs      one line per event and per metrics flush; "
+            f"{logs.LOG_FORMAT_VARIABLE}=json prints Powertools' JSON and the EMF documents"
+        )
+    else:
+        lines.append(
+            f"  logs      {logs.LOG_FORMAT_VARIABLE}=json: Powertools' JSON lines and EMF "
+            "documents, as CloudWatch Logs gets them"
+        )
+    lines += settings_lines(environ, stack.given_settings)
 
     key = f"local-demo-{secrets.token_hex(4)}"
     body = '{"email":"ada@example.com","code":"482913","locale":"en"}'

@@ -47,5 +47,7 @@ def smtp_stack(
 def stub_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
-    """``MAIL_SMTP_MODE=stub make local``: nothing is ever sent."""
-    yield from _stack(request, tmp_path_factory.mktemp("stub-stack"), {"MAIL_SMTP_MODE": "stub"})
+    """``MAIL_SMTP_MODE=stub LOCAL_LOG_FORMAT=json make local``: nothing is ever sent;
+    the functions print Powertools' JSON lines."""
+    settings = {"MAIL_SMTP_MODE": "stub", "LOCAL_LOG_FORMAT": "json"}
+    yield from _stack(request, tmp_path_factory.mktemp("stub-stack"), settings)

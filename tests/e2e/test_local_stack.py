@@ -13,10 +13,13 @@ import json
 import re
 import time
 import uuid
+from typing import Any
 
 import pytest
 
 from tests.e2e.stack import (
+    BANNER_END,
+    FAST_SETTINGS,
     SENDER_DOMAIN,
     STREAM,
     LocalStack,
@@ -52,6 +55,64 @@ def test_the_banner_says_where_everything_is(smtp_stack: LocalStack) -> None:
     assert "/123456789012/mail-local-AttemptQueue" in log
     assert f"--api {smtp_stack.api_url} deliveries list" in log
     assert "XADD mail:delivery_commands '*'" in log
+
+
+def test_the_banner_lists_every_setting_that_is_not_its_default(smtp_stack: LocalStack) -> None:
+    # Given a stack started with quick retries (FAST_SETTINGS), on the stack's own defaults
+    banner = smtp_stack.log().split(BANNER_END)[0]
+
+    # Then the banner shows the user's settings as given, and the ones the stack set
+    settings = banner.split("  settings  ", 1)[1].split("\n\n", 1)[0]
+    for name, value in FAST_SETTINGS.items():
+        assert re.search(rf"^ +{name}={re.escape(value)}$", settings, re.MULTILINE), settings
+    assert re.search(r"^ +MAIL_SMTP_MODE=smtp  \(set by make local\)$", settings, re.MULTILINE)
+    assert re.search(r"^ +MAIL_SMTP_TLS=none  \(set by make local\)$", settings, re.MULTILINE)
+
+
+def test_the_functions_print_one_readable_line_per_event(smtp_stack: LocalStack) -> None:
+    # When a login code is accepted and delivered
+    answer = smtp_stack.send_login_code(unique("ada"), key())
+    assert answer.status == 200, answer
+    delivery_id = answer.body["delivery_id"]
+    smtp_stack.settled(delivery_id)
+
+    # Then the intake and the worker each printed one line for it, naming themselves
+    def line_of(label: str, message: str) -> str | None:
+        time_of_day = r"\d\d:\d\d:\d\d\.\d{3}"
+        pattern = rf"^{time_of_day} {label} +INFO  {message} .*delivery_id={delivery_id}\b.*$"
+        found = re.findall(pattern, smtp_stack.log(), re.MULTILINE)
+        return found[0] if found else None
+
+    wait_for(lambda: line_of("attempt_worker", "attempt finished"), 5, "the worker's line")
+    assert line_of("intake_api", "login code delivery accepted")
+    worker = line_of("attempt_worker", "attempt finished")
+    assert worker is not None
+    assert " delivery_status=sent" in worker
+    # And nothing after the banner is JSON: no log document, no EMF metrics
+    printed = smtp_stack.log().split(BANNER_END, 1)[1]
+    assert not [line for line in printed.splitlines() if line.startswith("{")]
+
+
+def test_with_local_log_format_json_the_functions_print_json(stub_stack: LocalStack) -> None:
+    # Given the stub stack, started with LOCAL_LOG_FORMAT=json
+    # When a login code is accepted
+    answer = stub_stack.send_login_code(unique("ada"), key())
+    assert answer.status == 200, answer
+    delivery_id = answer.body["delivery_id"]
+
+    # Then its line is Powertools' JSON, naming the intake function
+    def accepted() -> dict[str, Any] | None:
+        for line in stub_stack.log().splitlines():
+            if line.startswith("{") and delivery_id in line:
+                document: dict[str, Any] = json.loads(line)
+                if document.get("message") == "login code delivery accepted":
+                    return document
+        return None
+
+    document = wait_for(accepted, 5, "the intake's JSON line")
+    assert document["function_name"] == "IntakeApiFunction"
+    assert document["level"] == "INFO"
+    assert "LOCAL_LOG_FORMAT=json" in stub_stack.log().split(BANNER_END)[0]
 
 
 def test_the_printed_curl_line_sends_a_login_code(smtp_stack: LocalStack) -> None:
