@@ -6,12 +6,17 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import redis
 
-from mailcore.composition import build_delivery_store, build_stream_poller
+from mailcore.composition import (
+    build_delivery_store,
+    build_operator_service,
+    build_stream_poller,
+)
 from mailcore.config import Settings
 from mailcore.contracts.attempt_message import decode_claim
 from mailcore.contracts.auth import LoginCodeDeliveryRequest
@@ -232,6 +237,72 @@ def test_a_template_that_cannot_render_fails_the_delivery_and_sends_nothing(
     first = attempt(redis_client, "notif-000007", 1)
     assert (first["status"], first["failure_code"]) == ("provider_rejected", "render_failed")
     assert provider.sent == []
+
+
+def test_a_template_deliverys_subject_is_shown_to_operators_once_rendered(
+    make_pipeline: MakePipeline, redis_client: redis.Redis
+) -> None:
+    # Given a stream-accepted template delivery (password reset, asked for in de-AT)
+    pipeline = make_pipeline()
+    publish(redis_client, command(8, mode="template", payload=template_payload()))
+    poller = build_stream_poller(pipeline.settings, RecordingObserver(), sqs_client=pipeline.sqs)
+    poller.run(until_drained(redis_client, STREAM))
+    operator = build_operator_service(pipeline.settings)
+    assert operator.get_delivery("notif-000008").subject is None  # not rendered yet
+
+    # When a worker renders and sends it
+    pipeline.work()
+
+    # Then an operator reads the subject it was sent with, in the language it was rendered in
+    shown = operator.get_delivery("notif-000008")
+    assert (shown.status, shown.resolved_locale) == ("sent", "de")
+    assert shown.subject == "Passwort zurücksetzen"
+
+
+@pytest.mark.parametrize(
+    ("subject_template", "sent_subject"),
+    [
+        ("Your code is {{ code }}", "Your code is 775533"),
+        # Transformed: the value itself is not in the subject, yet it gives the code away.
+        ("Your code, backwards: {{ code | reverse }}", "Your code, backwards: 335577"),
+    ],
+)
+def test_a_rendered_subject_that_uses_a_secret_variable_is_never_kept(
+    pipeline_settings: Settings,
+    redis_client: redis.Redis,
+    aws: Any,
+    tmp_path: Path,
+    subject_template: str,
+    sent_subject: str,
+) -> None:
+    # Given a catalog whose subject shows a variable, and a delivery marking it secret
+    template = tmp_path / "catalog" / "account.code" / "en"
+    template.mkdir(parents=True)
+    (template / "subject.tmpl").write_text(subject_template + "\n")
+    (template / "text.tmpl").write_text("Hello {{ name }}, your code is {{ code }}.\n")
+    settings = pipeline_settings.model_copy(update={"template_dir": str(tmp_path / "catalog")})
+    provider = StubProvider()
+    pipeline = Pipeline(settings, aws, provider)
+    payload = template_payload(
+        template_id="account.code",
+        locale="en",
+        variables={"name": "Ada", "code": "775533"},
+        secret_variables=["code"],
+    )
+    publish(redis_client, command(9, mode="template", payload=payload))
+    poller = build_stream_poller(settings, RecordingObserver(), sqs_client=pipeline.sqs)
+    poller.run(until_drained(redis_client, STREAM))
+
+    # When a worker renders and sends it
+    pipeline.work()
+
+    # Then the mail had its subject, but neither the store nor an operator read keeps it
+    assert len(provider.sent) == 1
+    assert provider.sent[0][2]["Subject"] == sent_subject
+    shown = build_operator_service(settings).get_delivery("notif-000009")
+    assert shown.status == "sent"
+    assert shown.subject is None
+    assert "rendered_subject" not in delivery(redis_client, "notif-000009")
 
 
 def test_a_worker_that_dies_mid_attempt_is_recovered_and_its_late_completion_refused(

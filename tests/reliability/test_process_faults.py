@@ -318,6 +318,7 @@ class RacingAttemptStore(RedisAttemptStore):
         locale_fallback_used: bool | None = None,
         resolved_locale: str | None = None,
         failure_summary: str = "",
+        rendered_subject: str | None = None,
     ) -> StartResult:
         self.barrier.wait(timeout=30)
         return super().start(
@@ -327,6 +328,7 @@ class RacingAttemptStore(RedisAttemptStore):
             locale_fallback_used=locale_fallback_used,
             resolved_locale=resolved_locale,
             failure_summary=failure_summary,
+            rendered_subject=rendered_subject,
         )
 
 

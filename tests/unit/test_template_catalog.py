@@ -247,6 +247,14 @@ def test_the_catalog_lists_templates_and_locales(catalog: TemplateCatalog) -> No
     assert catalog.required_variables("notice", "en") == frozenset()
 
 
+def test_the_catalog_knows_which_variables_a_subject_shows(catalog: TemplateCatalog) -> None:
+    # Given greeting, whose subject shows the name and whose body also the count
+    # When the subject's variables are asked for, for a locale that falls back to de
+    # Then only the name is one
+    assert catalog.subject_variables("greeting", "de-AT") == {"name"}
+    assert catalog.subject_variables("notice", "en") == frozenset()
+
+
 # --- failures -------------------------------------------------------------------
 
 

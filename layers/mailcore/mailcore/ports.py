@@ -272,6 +272,7 @@ class ClaimedAttemptSteps(Protocol):
         locale_fallback_used: bool | None = None,
         resolved_locale: str | None = None,
         failure_summary: str = "",
+        rendered_subject: str | None = None,
     ) -> StartResult: ...
 
     def complete(

@@ -43,7 +43,11 @@ class DeliveryView(BaseModel):
     cc: list[str]
     bcc: list[str]
     reply_to: list[str]
-    subject: str | None = Field(description="The subject of a rendered-mode delivery.")
+    subject: str | None = Field(
+        description="The subject: a rendered-mode delivery's as given; a template delivery's "
+        "as rendered, once an attempt rendered it (none before, and none when the template's "
+        "subject uses a secret variable)."
+    )
     variables: dict[str, Any] = Field(
         description="Template variables; values of secret ones are shown as [redacted]."
     )
@@ -76,7 +80,7 @@ class DeliveryView(BaseModel):
             cc=list(delivery.envelope.cc),
             bcc=list(delivery.envelope.bcc),
             reply_to=list(delivery.envelope.reply_to),
-            subject=delivery.content.subject if delivery.content else None,
+            subject=delivery.content.subject if delivery.content else delivery.rendered_subject,
             variables={
                 name: REDACTED if name in delivery.secret_variables else value
                 for name, value in delivery.variables.items()

@@ -85,6 +85,9 @@ class Delivery:
     # Written as attempts run (by the store's scripts, never at acceptance).
     locale_fallback_used: bool | None = None
     resolved_locale: str | None = None
+    # A template delivery's subject as rendered, for operators (never one that
+    # shows a secret variable).
+    rendered_subject: str | None = None
     last_outcome: str | None = None
     last_summary: str | None = None
     failure_code: str | None = None

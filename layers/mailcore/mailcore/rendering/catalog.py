@@ -104,6 +104,7 @@ class _LocaleTemplates:
     text: jinja2.Template
     html: jinja2.Template | None
     required_variables: frozenset[str]
+    subject_variables: frozenset[str]  # the ones the subject references
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,11 @@ class TemplateCatalog:
         """Every variable the files of the resolved locale reference."""
         resolved, _ = self.resolve_locale(template_id, locale)
         return self._template(template_id).locales[resolved].required_variables
+
+    def subject_variables(self, template_id: str, locale: str) -> frozenset[str]:
+        """Every variable the subject of the resolved locale references."""
+        resolved, _ = self.resolve_locale(template_id, locale)
+        return self._template(template_id).locales[resolved].subject_variables
 
     def render(
         self, template_id: str, locale: str, variables: Mapping[str, Any]
@@ -289,6 +295,7 @@ def _compile_locale(
     environment: ImmutableSandboxedEnvironment, sources: Mapping[str, str], folder: str
 ) -> _LocaleTemplates:
     required: set[str] = set()
+    subject_variables: set[str] = set()
     compiled: dict[str, jinja2.Template] = {}
     for file_name in sorted(ALLOWED_FILES):
         name = f"{folder}/{file_name}"
@@ -309,7 +316,10 @@ def _compile_locale(
                 )
         try:
             compiled[file_name] = environment.get_template(name)
-            required |= jinja2.meta.find_undeclared_variables(tree) - set(environment.globals)
+            referenced = jinja2.meta.find_undeclared_variables(tree) - set(environment.globals)
+            required |= referenced
+            if file_name == SUBJECT_FILE:
+                subject_variables |= referenced
         except jinja2.TemplateSyntaxError as error:  # compile-time checks, like unknown filters
             raise CatalogError(error.message or "invalid template", name, error.lineno) from None
     return _LocaleTemplates(
@@ -317,6 +327,7 @@ def _compile_locale(
         text=compiled[TEXT_FILE],
         html=compiled.get(HTML_FILE),
         required_variables=frozenset(required),
+        subject_variables=frozenset(subject_variables),
     )
 
 

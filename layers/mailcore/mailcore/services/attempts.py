@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
-from mailcore.domain.model import Delivery
+from mailcore.domain.model import Delivery, PayloadMode
 from mailcore.domain.states import AttemptStatus
 from mailcore.errors import StoreUnavailable
 from mailcore.mail.mime import Sender, build_message, envelope_recipients
@@ -27,6 +27,7 @@ from mailcore.ports import (
     StartVerdict,
 )
 from mailcore.rendering.catalog import (
+    DEFAULT_LOCALE,
     RenderedMessage,
     RenderError,
     TemplateCatalog,
@@ -123,6 +124,7 @@ class AttemptExecutor:
                 rendered.locale_fallback_used if rendered.resolved_locale else None
             ),
             resolved_locale=rendered.resolved_locale,
+            rendered_subject=self._subject_to_show(delivery, rendered),
         )
         if started.verdict is StartVerdict.REFUSED:
             return replace(report, skipped=started.reason)
@@ -190,6 +192,19 @@ class AttemptExecutor:
             raise RenderError(
                 "render_failed", "the message cannot be built: a header value is not allowed"
             ) from None
+
+    def _subject_to_show(self, delivery: Delivery, rendered: RenderedMessage) -> str | None:
+        """A template delivery's rendered subject for operator reads; None when it could
+        show a secret: its template uses a secret variable, or a secret value is in it."""
+        if delivery.payload_mode is not PayloadMode.TEMPLATE or delivery.template_id is None:
+            return None
+        locale = delivery.locale or DEFAULT_LOCALE
+        used = self._catalog.subject_variables(delivery.template_id, locale)
+        if used & delivery.secret_variables:
+            return None
+        if any(secret in rendered.subject for secret in _secret_values(delivery)):
+            return None
+        return rendered.subject
 
     def _render(self, claim: ClaimedAttempt, delivery: Delivery) -> RenderedMessage:
         with self._tracing.in_subsegment(Subsegment.RENDER) as segment:

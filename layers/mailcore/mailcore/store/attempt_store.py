@@ -149,6 +149,7 @@ class RedisAttemptStore:
         locale_fallback_used: bool | None = None,
         resolved_locale: str | None = None,
         failure_summary: str = "",
+        rendered_subject: str | None = None,
     ) -> StartResult:
         k = self._keys
         target = DeliveryStatus.SENDING if rendered else DeliveryStatus.FAILED
@@ -171,6 +172,7 @@ class RedisAttemptStore:
             self._delivery_ttl_ms,
             self._attempt_ttl_ms,
             now_ms + self._claim_timeout_ms,
+            rendered_subject or "",
         ]
         with translate_errors():
             reply = self._start(keys=keys, args=args)

@@ -138,6 +138,7 @@ def delivery_from_fields(fields: Mapping[str, str]) -> Delivery:
             fields["locale_fallback_used"] == "1" if "locale_fallback_used" in fields else None
         ),
         resolved_locale=fields.get("resolved_locale") or None,
+        rendered_subject=fields.get("rendered_subject") or None,
         last_outcome=fields.get("last_outcome") or None,
         last_summary=fields.get("last_summary") or None,
         failure_code=fields.get("failure_code") or None,

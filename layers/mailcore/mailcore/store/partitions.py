@@ -259,6 +259,7 @@ class ClaimRouter:
         locale_fallback_used: bool | None = None,
         resolved_locale: str | None = None,
         failure_summary: str = "",
+        rendered_subject: str | None = None,
     ) -> StartResult:
         return self._of(claim).start(
             claim,
@@ -267,6 +268,7 @@ class ClaimRouter:
             locale_fallback_used=locale_fallback_used,
             resolved_locale=resolved_locale,
             failure_summary=failure_summary,
+            rendered_subject=rendered_subject,
         )
 
     def complete(

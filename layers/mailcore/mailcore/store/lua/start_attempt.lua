@@ -9,6 +9,7 @@
 -- ARGV[5] locale fallback used ("1" | "0" | "")   ARGV[6] resolved locale ("" for none)
 -- ARGV[7] failure summary (render_failed)   ARGV[8] delivery ttl ms   ARGV[9] attempt ttl ms
 -- ARGV[10] new claim deadline ms: the send gets a full claim period from its start
+-- ARGV[11] rendered subject of a template delivery, for operators ("" to keep none)
 -- Returns {"started"} | {"failed"} | {"refused", reason}
 
 local now = tonumber(ARGV[2])
@@ -41,6 +42,10 @@ if ARGV[4] == 'rendered' then
   if ARGV[6] ~= '' then
     fields[#fields + 1] = 'resolved_locale'
     fields[#fields + 1] = ARGV[6]
+  end
+  if ARGV[11] ~= '' then
+    fields[#fields + 1] = 'rendered_subject'
+    fields[#fields + 1] = ARGV[11]
   end
   redis.call('HSET', KEYS[1], unpack(fields))
   reindex(KEYS[4], KEYS[5], d[5], d[6])
