@@ -354,7 +354,7 @@ def malformed_get(args: argparse.Namespace, client: ApiClient, out: TextIO, err:
     if args.json:
         print_json(item, out)
     else:
-        print(render.generic_record(item), file=out)
+        print(render.malformed_record(item), file=out)
     return 0
 
 
@@ -398,11 +398,20 @@ def send_test_code(args: argparse.Namespace, client: ApiClient, out: TextIO, err
         return 0
     replay = "  (a replay of an earlier request with this idempotency key)"
     print(
-        f"delivery {render.text(body.get('delivery_id'))}: {render.text(body.get('outcome'))}"
+        f"delivery {render.text(body.get('delivery_id'))}: {accepted_as(body.get('outcome'))}"
         + (replay if answer.replayed else ""),
         file=out,
     )
     return 0
+
+
+def accepted_as(outcome: object) -> str:
+    """The intake's outcome in words: ``sent`` means accepted for sending, not sent yet."""
+    if outcome == "sent":
+        return "accepted, queued for sending"
+    if outcome == "suppressed":
+        return "accepted, suppressed (nothing is sent)"
+    return f"accepted, outcome {render.text(outcome)}"
 
 
 def random_code() -> str:

@@ -104,17 +104,12 @@ def mask_secret_variables(delivery: Mapping[str, Any]) -> dict[str, Any]:
     return masked
 
 
-def pairs_of(item: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """Generic ``key: value`` pairs; epoch fields as times, nested maps as ``key.sub``."""
-    pairs: list[tuple[str, str]] = []
-    for name, value in item.items():
-        if is_time_field(name):
-            pairs.append((prefix + name.removesuffix("_ms"), iso_utc(value)))
-        elif isinstance(value, dict) and value:
-            pairs.extend(pairs_of(value, f"{prefix}{name}."))
-        else:
-            pairs.append((prefix + name, text(value)))
-    return pairs
+def raw_text(value: object) -> str:
+    """A field as the producer sent it: bare, or as a quoted JSON string when it has
+    anything a record line would hide (line breaks, runs of blanks, nothing at all)."""
+    if isinstance(value, str) and value and text(value) == value:
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def attachment_line(attachment: Mapping[str, Any]) -> str:
@@ -152,8 +147,22 @@ def delivery_record(delivery: Mapping[str, Any]) -> str:
     return record(pairs)
 
 
-def generic_record(item: Mapping[str, Any]) -> str:
-    return record(pairs_of(item))
+def malformed_record(item: Mapping[str, Any]) -> str:
+    """A malformed command: the service's fields (times readable), then each raw field
+    under the name the producer gave it, with its value as sent."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in item.items():
+        if name == "raw_fields":
+            fields = value if isinstance(value, dict) else {}
+            if not fields:
+                pairs.append(("raw_fields", MISSING))
+            for field_name, raw in fields.items():
+                pairs.append((f"raw_fields.{field_name}", raw_text(raw)))
+        elif is_time_field(name):
+            pairs.append((name.removesuffix("_ms"), iso_utc(value)))
+        else:
+            pairs.append((name, text(value)))
+    return record(pairs)
 
 
 DELIVERY_COLUMNS = (

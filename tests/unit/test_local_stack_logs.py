@@ -60,7 +60,9 @@ class Functions:
         self.worker = LambdaFunction(
             "AttemptWorkerFunction", worker, log=FunctionLog("attempt_worker")
         )
-        self.scheduler = LambdaFunction("SchedulerFunction", scheduler, log=FunctionLog("scheduler"))
+        self.scheduler = LambdaFunction(
+            "SchedulerFunction", scheduler, log=FunctionLog("scheduler")
+        )
 
     def scheduler_runs_while_the_worker_is_busy(self) -> list[str]:
         """The worker starts, the scheduler runs and logs, then the worker logs; the lines."""
