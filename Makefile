@@ -14,10 +14,10 @@ export SAM_CLI_TELEMETRY := 0
 
 .PHONY: help setup test lint typecheck pytest pytest-cluster sam-validate sam-build local lock clean
 
-help:
-	@echo "make local   run the whole pipeline locally: redis, SMTP capture, SQS (moto), API on :3000, schedules, workers"
-	@echo "make test    lint, type-check, test, validate and build the SAM bundle"
-	@echo "make lock    re-pin requirements-dev.txt from requirements-dev.in"
+# Every target with a `## what it does` comment, in the order of this file.
+help:  ## this list
+	@echo "The two commands: make local (run the pipeline here), make test (pass every test)."
+	@awk -F ':.*## ' '/^[a-z][a-z0-9-]*:.*## / { printf "  make %-15s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 $(STAMP): requirements-dev.txt layers/mailcore/requirements.txt pyproject.toml
 	@test -x $(VENV)/bin/python || "$$(scripts/find-python313)" -m venv $(VENV)
@@ -26,37 +26,37 @@ $(STAMP): requirements-dev.txt layers/mailcore/requirements.txt pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-setup: $(STAMP)
+setup: $(STAMP)  ## create .venv (Python 3.13, pinned dependencies, mailctl in .venv/bin) and ensure redis-server
 	@scripts/ensure-redis-server
 
-lint: setup
+lint: setup  ## ruff check and ruff format --check
 	ruff check .
 	ruff format --check .
 
-typecheck: setup
+typecheck: setup  ## mypy, strict
 	mypy
 
-pytest: setup
+pytest: setup  ## every test tier against a real redis-server (unit, integration, e2e, reliability, infra)
 	pytest
 
 # The integration and e2e tiers again, on a local three-primary Redis Cluster
 # with the service in cluster mode over several partitions.
-pytest-cluster: setup
+pytest-cluster: setup  ## the integration and e2e tiers on a local Redis Cluster, four partitions
 	pytest -q -p no:cacheprovider --redis-cluster tests/integration tests/e2e
 
-sam-validate: setup
+sam-validate: setup  ## sam validate --lint (offline)
 	sam validate --lint
 
-sam-build: setup
+sam-build: setup  ## sam build (arm64, no Docker), with the venv's python3.13 on PATH
 	sam build --parallel
 
 # pytest runs last: the build is checked first, and its summary closes the output.
-test: lint typecheck sam-validate sam-build pytest-cluster pytest
+test: lint typecheck sam-validate sam-build pytest-cluster pytest  ## set everything up, lint, type-check, build, pass every test (what CI runs)
 
-local: setup
+local: setup  ## run the whole pipeline here: Redis, SMTP capture, SQS (moto), the API on :3000, the functions
 	python -m scripts.local_stack
 
-lock:
+lock:  ## re-pin requirements-dev.txt from requirements-dev.in
 	rm -rf .lock-venv
 	"$$(scripts/find-python313)" -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
@@ -65,7 +65,7 @@ lock:
 	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > requirements-dev.txt
 	rm -rf .lock-venv
 
-clean:
+clean:  ## remove .venv and the build and tool caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: bench bench-operator
@@ -80,5 +80,5 @@ soak: setup  ## the reliability soak at full length (SOAK_SECONDS, default 300 s
 	SOAK_SECONDS=$${SOAK_SECONDS:-300} pytest -q -p no:cacheprovider tests/reliability/test_soak.py
 
 .PHONY: coldstart
-coldstart: sam-build  ## each handler's init time in a fresh interpreter, and the built sizes
+coldstart: sam-build  ## each handler's init time in a fresh interpreter, and the built sizes (figures only)
 	python scripts/coldstart.py
