@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import STREAM, LocalStack, clean_environment
+from tests.e2e.stack import STREAM, LocalStack, clean_environment, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -319,9 +319,12 @@ def test_deliveries_get_shows_a_template_deliverys_subject_once_rendered(
     with stack.redis() as client:
         client.xadd(STREAM, dict(command))
 
-    # When the stack has rendered and (stub mode) handed it to the stub
-    settled = stack.settled(delivery_id, timeout_s=MALFORMED_WAIT_S)
-    assert settled["status"] == "sent", settled
+    # When the stack has accepted it, rendered it and (stub mode) handed it to the stub
+    def sent() -> bool | None:
+        answer = stack.request("GET", f"/api/v1/internal/deliveries/{delivery_id}")
+        return True if answer.status == 200 and answer.body["status"] == "sent" else None
+
+    wait_for(sent, MALFORMED_WAIT_S, f"{delivery_id} to be sent\n{stack.log()[-3000:]}")
 
     # Then mailctl shows the subject it was rendered with, and never the token
     lines = succeeded(mailctl(stack, "deliveries", "get", delivery_id))
