@@ -69,7 +69,11 @@ def build_app(intake: AuthIntake, tracing: XRayProvider = NO_TRACING) -> APIGate
         with tracing.in_subsegment(Subsegment.ACCEPT_LOGIN_CODE) as segment:
             segment.put_annotation("source", Source.AUTHSESSION)
             segment.put_annotation("template_id", AUTH_LOGIN_CODE_TEMPLATE)
-            accepted = intake.accept_login_code(request, idempotency_key)
+            accepted = intake.accept_login_code(
+                request,
+                idempotency_key,
+                time_left_ms=app.lambda_context.get_remaining_time_in_millis,
+            )
             segment.put_annotation("delivery_id", accepted.delivery_id)
             segment.put_annotation("outcome", accepted.outcome)
             segment.put_annotation("replayed", accepted.replayed)

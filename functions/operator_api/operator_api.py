@@ -132,7 +132,11 @@ def build_app(
     ) -> Response[Any]:
         with tracing.in_subsegment(Subsegment.RESEND) as segment:
             segment.put_annotation("parent_delivery_id", delivery_id)
-            resent = operator.resend(delivery_id, idempotency_key)
+            resent = operator.resend(
+                delivery_id,
+                idempotency_key,
+                time_left_ms=app.lambda_context.get_remaining_time_in_millis,
+            )
             segment.put_annotation("delivery_id", resent.clone.delivery_id)
             segment.put_annotation("source", resent.clone.source)
             segment.put_annotation("template_id", resent.clone.template_id)

@@ -40,6 +40,7 @@ from mailcore.mail.mime import message_id_for
 from mailcore.ports import ScheduleStats
 from tests.support.api_events import api_event
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.lambda_runner import function_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SENDER = "noreply@mail.example.com"
@@ -146,7 +147,7 @@ class WorkerProcess:
                 ],
                 env={
                     **inherited,
-                    "PYTHONPATH": str(REPO_ROOT / "functions" / "attempt_worker"),
+                    "PYTHONPATH": function_path("attempt_worker"),
                     **environment,
                 },
                 cwd=REPO_ROOT,

@@ -23,6 +23,13 @@ from tests.support.lambda_context import FakeLambdaContext
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def function_path(module: str) -> str:
+    """What Lambda puts on the path: the layer (its /opt/python) and the function's code."""
+    return os.pathsep.join(
+        [str(REPO_ROOT / "layers" / "mailcore"), str(REPO_ROOT / "functions" / module)]
+    )
+
+
 def invoke_in_fresh_process(
     module: str,
     work_dir: Path,
@@ -37,7 +44,7 @@ def invoke_in_fresh_process(
     arguments = [module, str(events_file), str(answers_file), str(timeout_ms)]
     completed = subprocess.run(
         [sys.executable, "-m", "tests.support.lambda_runner", *arguments],
-        env={**inherited, "PYTHONPATH": str(REPO_ROOT / "functions" / module), **environment},
+        env={**inherited, "PYTHONPATH": function_path(module), **environment},
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

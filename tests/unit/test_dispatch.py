@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from mailcore.errors import StoreUnavailable
 from mailcore.ports import ClaimedAttempt
-from mailcore.services.dispatch import Dispatcher
+from mailcore.services.dispatch import FAST_PATH_LIMIT_MS, FAST_PATH_RESERVE_MS, Dispatcher
 from tests.support.fakes import FixedClock
 
 
@@ -24,6 +26,7 @@ class _ClaimingStore:
         self.in_flight = in_flight
         self.due = list(due)
         self.bounds: list[int | None] = []
+        self.released: list[ClaimedAttempt] = []
 
     def claim(
         self, ids: list[str], now: int, deadline: int, max_in_flight: int | None = None
@@ -37,6 +40,7 @@ class _ClaimingStore:
         return self.due[:limit]
 
     def release(self, claims: list[ClaimedAttempt], now: int) -> int:
+        self.released += claims
         return len(claims)
 
 
@@ -50,7 +54,20 @@ class _Queue:
         return list(claims) if self.refuse else []
 
 
-def dispatcher(store: Any, queue: _Queue, bound: int | None = None) -> Dispatcher:
+class _SilentQueue:
+    """SQS that takes the request and does not answer (for ten seconds, then it says yes)."""
+
+    def __init__(self) -> None:
+        self.sent: list[ClaimedAttempt] = []
+        self.answer = threading.Event()
+
+    def send(self, claims: Sequence[ClaimedAttempt]) -> list[ClaimedAttempt]:
+        self.sent += claims
+        self.answer.wait(10)
+        return []
+
+
+def dispatcher(store: Any, queue: _Queue | _SilentQueue, bound: int | None = None) -> Dispatcher:
     return Dispatcher(store, queue, FixedClock(), timedelta(seconds=45), bound)
 
 
@@ -103,3 +120,40 @@ def test_a_dispatcher_without_a_bound_claims_everything_due() -> None:
     store = _ClaimingStore(in_flight=1_000)
     assert dispatcher(store, _Queue()).dispatch_soon(["a", "b"]) == 2
     assert store.bounds == [None]
+
+
+def test_the_fast_path_gives_up_on_a_silent_queue_and_leaves_the_claim_to_the_scheduler() -> None:
+    # Given a queue that takes the claims and never answers
+    store = _ClaimingStore()
+    queue = _SilentQueue()
+
+    # When the fast path dispatches a login code with plenty of invocation time left
+    started = time.monotonic()
+    queued = dispatcher(store, queue).dispatch_soon(
+        ["login"], bounded=False, time_left_ms=lambda: 9_000
+    )
+    elapsed = time.monotonic() - started
+    queue.answer.set()
+
+    # Then it stops waiting after its own limit, counts nothing as queued,
+    # and gives the claim back to the schedule for the scheduler
+    assert queued == 0
+    assert [c.delivery_id for c in queue.sent] == ["login"]
+    assert [c.delivery_id for c in store.released] == ["login"]
+    assert FAST_PATH_LIMIT_MS / 1000 <= elapsed < 2
+
+
+def test_the_fast_path_claims_nothing_when_the_invocation_has_no_time_for_it() -> None:
+    # Given an invocation with no more than its reserve left
+    store = _ClaimingStore()
+    queue = _Queue()
+
+    # When the fast path is asked to dispatch
+    queued = dispatcher(store, queue).dispatch_soon(
+        ["late"], time_left_ms=lambda: FAST_PATH_RESERVE_MS
+    )
+
+    # Then nothing is claimed or queued: the delivery waits in the schedule
+    assert queued == 0
+    assert store.bounds == []
+    assert queue.sent == []

@@ -375,11 +375,8 @@ def build_tracer(settings: Settings) -> LambdaTracer:
 
 
 def sqs_client_from_environment() -> Any:
-    """An SQS client configured the standard AWS way (region, credentials, endpoint).
+    """An SQS client configured the standard AWS way (region, credentials, endpoint),
+    with the timeouts and retries of every AWS client (:mod:`mailcore.aws.clients`)."""
+    from mailcore.aws.clients import aws_client
 
-    Made with botocore directly: importing boto3 also imports s3transfer,
-    which costs a Lambda cold start about 100 ms for nothing SQS needs.
-    """
-    import botocore.session
-
-    return botocore.session.get_session().create_client("sqs")
+    return aws_client("sqs")

@@ -1,1 +1,2 @@
-"""Adapters to AWS services (SQS, Secrets Manager), each over an injected boto3 client."""
+"""Adapters to AWS services (SQS, Secrets Manager), each over an injected botocore client;
+every client is built by :func:`mailcore.aws.clients.aws_client`."""

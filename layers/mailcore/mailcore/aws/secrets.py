@@ -19,8 +19,15 @@ def secret_password_source(
     The secret is a plain string (the password) or JSON with a ``password``
     key, as the Secrets Manager console's key/value form stores it. A
     rotation is picked up within one cache period, without a cold start.
+    Without a ``client`` one is built like every AWS client
+    (:mod:`mailcore.aws.clients`): a Secrets Manager that does not answer
+    costs at most ``CALL_LIMIT_S`` per read, never a function's whole timeout.
     """
-    provider = SecretsProvider(boto3_client=client) if client is not None else SecretsProvider()
+    if client is None:
+        from mailcore.aws.clients import aws_client
+
+        client = aws_client("secretsmanager")
+    provider = SecretsProvider(boto3_client=client)
 
     def password() -> str | None:
         value = provider.get(secret_arn, max_age=max_age)

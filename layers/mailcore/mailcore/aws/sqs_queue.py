@@ -32,7 +32,9 @@ class SqsAttemptQueue:
                 reply = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
             except (BotoCoreError, ClientError):
                 # The claims go back to the schedule; the caller releases them.
-                failed += batch
-                continue
+                # So do the batches after this one: the client has already
+                # spent its timeouts and its retry on SQS, and each further
+                # batch would only wait as long again for the same answer.
+                return failed + list(claims[start:])
             failed += [batch[int(entry["Id"])] for entry in reply.get("Failed", [])]
         return failed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailcore.config import SmtpMode
@@ -65,8 +66,17 @@ class AuthIntake:
         self._dispatcher = dispatcher
 
     def accept_login_code(
-        self, request: LoginCodeDeliveryRequest, idempotency_key: str
+        self,
+        request: LoginCodeDeliveryRequest,
+        idempotency_key: str,
+        *,
+        time_left_ms: Callable[[], int] | None = None,
     ) -> AuthAcceptance:
+        """Store the delivery (the answer's promise), then try the fast path.
+
+        ``time_left_ms`` is the invocation's remaining time: the fast path
+        never runs into it (see :meth:`Dispatcher.dispatch_soon`).
+        """
         now = self._clock.now_ms()
         suppressed = self._smtp_mode is SmtpMode.STUB
         outcome = AcceptanceOutcome.SUPPRESSED if suppressed else AcceptanceOutcome.SENT
@@ -114,7 +124,10 @@ class AuthIntake:
             # nothing more until the workers are back below it.
             dispatched = (
                 self._dispatcher.dispatch_soon(
-                    [result.delivery_id], bounded=False, partition=result.partition
+                    [result.delivery_id],
+                    bounded=False,
+                    partition=result.partition,
+                    time_left_ms=time_left_ms,
                 )
                 == 1
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailcore.contracts.auth import AcceptanceOutcome
@@ -102,7 +103,13 @@ class OperatorService:
             next_cursor=page.next_cursor,
         )
 
-    def resend(self, delivery_id: str, idempotency_key: str) -> Resent:
+    def resend(
+        self,
+        delivery_id: str,
+        idempotency_key: str,
+        *,
+        time_left_ms: Callable[[], int] | None = None,
+    ) -> Resent:
         """Clone a settled delivery into a new one with a fresh first attempt.
 
         The parent is never changed. The clone keeps the parent's envelope and
@@ -142,7 +149,9 @@ class OperatorService:
         if result.created and self._dispatcher is not None:
             # Within the bound on claims in flight: a script resending many
             # deliveries must not flood the queue (the scheduler sends the rest).
-            self._dispatcher.dispatch_soon([clone.delivery_id], partition=result.partition)
+            self._dispatcher.dispatch_soon(
+                [clone.delivery_id], partition=result.partition, time_left_ms=time_left_ms
+            )
         return Resent(self.get_delivery(result.delivery_id), replayed=not result.created)
 
     def _delivery(self, delivery_id: str) -> Delivery:
