@@ -20,6 +20,7 @@ from mailcore.mail import Sender, build_message, envelope_recipients
 from mailcore.ports import MailProvider, SendResult
 from mailcore.providers import SmtpProvider
 from tests.support import smtp_server as smtp_support
+from tests.support.counting_smtp import DripFeedSmtpServer, Pace
 from tests.support.smtp_server import (
     DropDuringData,
     Reply,
@@ -106,6 +107,7 @@ def provider_for(
     username: str | None = None,
     password_source: Callable[[], str | None] = lambda: None,
     timeout: float = 2.0,
+    send_timeout: float = 10.0,
     verify: bool = False,
 ) -> SmtpProvider:
     provider = SmtpProvider(
@@ -115,6 +117,7 @@ def provider_for(
         username=username,
         password_source=password_source,
         timeout=timedelta(seconds=timeout),
+        send_timeout=timedelta(seconds=send_timeout),
         verify_certificates=verify,
         local_hostname="worker.test",
     )
@@ -308,6 +311,7 @@ class TestTransport:
             username=None,
             password_source=lambda: None,
             timeout=timedelta(seconds=1),
+            send_timeout=timedelta(seconds=5),
             verify_certificates=True,
         )
         result = send(provider)
@@ -588,6 +592,7 @@ class TestConnectionReuse:
                 username=None,
                 password_source=lambda: None,
                 timeout=timedelta(seconds=2),
+                send_timeout=timedelta(seconds=10),
                 verify_certificates=False,
             )
             _opened.append(provider)
@@ -655,6 +660,159 @@ class _IdleTimeoutServer:
     def __exit__(self, *exc_info: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def provider_at(
+    server: DripFeedSmtpServer,
+    *,
+    timeout: float,
+    send_timeout: float,
+    username: str | None = None,
+    password_source: Callable[[], str | None] = lambda: None,
+) -> SmtpProvider:
+    provider = SmtpProvider(
+        host=server.host,
+        port=server.port,
+        tls=SmtpTls.NONE,
+        username=username,
+        password_source=password_source,
+        timeout=timedelta(seconds=timeout),
+        send_timeout=timedelta(seconds=send_timeout),
+        verify_certificates=False,
+        local_hostname="worker.test",
+    )
+    _opened.append(provider)
+    return provider
+
+
+def timed_send(provider: SmtpProvider) -> tuple[SendResult, float]:
+    started = time.monotonic()
+    result = send(provider)  # three recipients: to, cc, bcc
+    return result, time.monotonic() - started
+
+
+def drip_server(pause_s: float, pace: Pace = "answer", slow: int = 1) -> DripFeedSmtpServer:
+    server = DripFeedSmtpServer(pause_s, pace=pace, slow_connections=slow).__enter__()
+    _drip_servers.append(server)
+    return server
+
+
+_drip_servers: list[DripFeedSmtpServer] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_drip_servers() -> Iterator[None]:
+    yield
+    while _drip_servers:
+        _drip_servers.pop().__exit__()
+
+
+NOT_HANDED_OVER = "the message was not handed over"
+
+
+class TestSendDeadline:
+    """One wall-clock deadline for the whole send (MAIL_SMTP_SEND_TIMEOUT), however slow
+    the server answers, each answer inside MAIL_SMTP_TIMEOUT."""
+
+    def test_a_server_answering_each_command_just_inside_the_timeout_is_cut_at_the_deadline(
+        self,
+    ) -> None:
+        # Given a server that answers every command 0.4 s late, inside the 0.5 s timeout:
+        # greeting 0.4 s, EHLO 0.8, MAIL 1.2, the three RCPTs 1.6, 2.0, 2.4, ...
+        server = drip_server(0.4)
+        provider = provider_at(server, timeout=0.5, send_timeout=1.5)
+
+        # When a message goes out with a send deadline of 1.5 s
+        result, elapsed = timed_send(provider)
+
+        # Then the send ends at the deadline, timed out, before the server had the message
+        assert classified(result) == TIMED_OUT
+        assert result.summary == f"send deadline of 1.5s reached during RCPT TO; {NOT_HANDED_OVER}"
+        assert 1.5 <= elapsed < 1.9
+        assert (server.data_started, server.completed) == (0, {})
+
+    def test_answers_trickled_a_byte_at_a_time_cannot_stretch_a_send(self) -> None:
+        # Given a server writing every answer a byte every 0.2 s: no read waits
+        # anywhere near the 1 s timeout, and the greeting alone takes 4 s
+        server = drip_server(0.2, pace="byte")
+        provider = provider_at(server, timeout=1.0, send_timeout=2.0)
+
+        # When a message goes out with a send deadline of 2 s
+        result, elapsed = timed_send(provider)
+
+        # Then the send ends at the deadline
+        assert classified(result) == TIMED_OUT
+        assert result.summary == f"send deadline of 2s reached during connect; {NOT_HANDED_OVER}"
+        assert 2.0 <= elapsed < 2.4
+        assert server.completed == {}
+
+    def test_the_message_is_handed_over_only_while_its_answer_still_fits(self) -> None:
+        # Given a server answering every command 0.25 s late: its 354 to DATA comes
+        # after 1.75 s, when less than the 1 s timeout is left of a 2.5 s deadline
+        server = drip_server(0.25)
+        provider = provider_at(server, timeout=1.0, send_timeout=2.5)
+
+        # When a message goes out
+        result, elapsed = timed_send(provider)
+
+        # Then the data is never sent: the server saw DATA and no message, so a retry
+        # cannot make a second copy
+        assert classified(result) == TIMED_OUT
+        assert result.summary == f"send deadline of 2.5s reached during DATA; {NOT_HANDED_OVER}"
+        assert elapsed < 2.5
+        assert (server.data_started, server.completed) == (1, {})
+
+    def test_a_message_whose_answer_fits_is_handed_over_and_accepted(self) -> None:
+        # Given the same server, and a deadline that leaves the whole timeout for the answer
+        server = drip_server(0.25)
+        provider = provider_at(server, timeout=1.0, send_timeout=3.0)
+
+        # When a message goes out
+        result, _ = timed_send(provider)
+
+        # Then it is accepted, once
+        assert classified(result) == ACCEPTED
+        assert server.completed == {"<dlv_01JD8X3Q4W5E6R7T8Y9U0I1O2P@mail.example.com>": 1}
+
+    def test_each_send_on_a_kept_connection_has_a_deadline_of_its_own(self) -> None:
+        # Given a prompt server and a kept connection whose first send's deadline has passed
+        server = drip_server(0.4, slow=0)
+        provider = provider_at(server, timeout=0.5, send_timeout=1.5)
+        assert classified(send(provider)) == ACCEPTED
+        time.sleep(1.6)
+        assert classified(send(provider)) == ACCEPTED  # a new deadline, not the first one
+
+        # When the server turns slow and a third message goes out on the same connection
+        server.slow_down()
+        result, elapsed = timed_send(provider)
+
+        # Then that send is cut at its own deadline: MAIL 0.4 s, RCPTs 0.8, 1.2, 1.6
+        assert classified(result) == TIMED_OUT
+        assert result.summary == f"send deadline of 1.5s reached during RCPT TO; {NOT_HANDED_OVER}"
+        assert 1.5 <= elapsed < 1.9
+        assert server.connections == 1
+        assert sum(server.completed.values()) == 2
+
+    def test_reading_the_password_counts_against_the_send_deadline(self) -> None:
+        # Given a password source that takes 3 s (a Secrets Manager slow to answer),
+        # longer than one wait and than the whole send may take
+        server = drip_server(0.0, slow=0)
+
+        def slow_password() -> str:
+            time.sleep(3)
+            return PASSWORD
+
+        provider = provider_at(
+            server, timeout=1.0, send_timeout=1.5, username=USER, password_source=slow_password
+        )
+
+        # When a message goes out
+        result, elapsed = timed_send(provider)
+
+        # Then the read is given up after one wait, and the send ends there, in AUTH
+        assert classified(result) == TIMED_OUT
+        assert result.summary == "timed out after 1s during AUTH"
+        assert elapsed < 1.4
 
 
 class TestRedaction:

@@ -8,6 +8,11 @@ of DATA, or will not do TLS. A transient fault is retried on a short ladder
 permanent one (550, 554) fails the delivery at once. Whatever the server
 says, the attempt summaries never repeat the login code.
 
+A server that is slow without ever stalling (each of its answers inside
+``MAIL_SMTP_TIMEOUT``) meets the whole send's deadline
+(``MAIL_SMTP_SEND_TIMEOUT``), with the scheduler and two workers running
+on threads in real time.
+
 The provider's classification alone is proved by
 tests/integration/test_smtp_provider.py; a fault that clears before the
 ladder ends (sent, with the same Message-ID) by
@@ -25,9 +30,19 @@ from typing import Any
 import pytest
 import redis
 
+from mailcore.composition import (
+    build_attempt_executor,
+    build_auth_intake,
+    build_provider,
+    build_scheduler,
+)
+from mailcore.config import Settings
+from mailcore.contracts.auth import LoginCodeDeliveryRequest
 from mailcore.domain.model import Attempt, Delivery
 from mailcore.store.keys import RedisKeys
 from mailcore.store.queries import RedisQueries
+from tests.support.counting_smtp import DripFeedSmtpServer, Pace
+from tests.support.faults import QueueWorker, SchedulerObserver, eventually, message_id, running
 from tests.support.network import free_port
 from tests.support.pipeline import Pipeline
 from tests.support.redis_server import RedisServer
@@ -317,3 +332,76 @@ def test_a_permanent_fault_fails_the_delivery_without_a_retry(
     assert queries.dead_letters(10, None).items == []
     assert server.received == []
     assert_free_of_the_code(attempt, delivery.last_summary)
+
+
+# ------------------------------------------------------------------ slow, never stalling
+
+
+@pytest.mark.parametrize(
+    "pace", ["answer", "byte"], ids=["each answer just inside the timeout", "answers trickled"]
+)
+def test_a_slow_server_cannot_keep_a_send_past_its_deadline_and_the_mail_arrives_once(
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    aws: Any,
+    attempt_queue_url: str,
+    queries: RedisQueries,
+    pace: Pace,
+) -> None:
+    # Given a server whose first connection gets every answer 0.9 s late (or every byte
+    # of it, 0.9 s apart), each wait inside the 1 s timeout, and which is prompt afterwards;
+    # a send deadline of 3 s; the scheduler and two workers running
+    with DripFeedSmtpServer(0.9, pace=pace, slow_connections=1) as server:
+        settings = Settings.from_environ(
+            smtp_environment(
+                redis_server.addr,
+                attempt_queue_url,
+                server.addr,
+                MAIL_SMTP_TIMEOUT="1s",
+                MAIL_SMTP_SEND_TIMEOUT="3s",
+                MAIL_RETRY_SCHEDULE=LADDER,
+                MAIL_SCHEDULER_POLL_INTERVAL="50ms",
+            )
+        )
+        workers = [
+            QueueWorker(
+                f"worker-{n}",
+                aws,
+                attempt_queue_url,
+                build_attempt_executor(settings, provider=build_provider(settings)),
+            ).start()
+            for n in (1, 2)
+        ]
+        try:
+            with running("scheduler", build_scheduler(settings, SchedulerObserver(), aws).run):
+                # When a login code is accepted (and dispatched at once)
+                request = LoginCodeDeliveryRequest(
+                    email="ada@example.com", code=LOGIN_CODE, locale="en"
+                )
+                intake = build_auth_intake(settings, sqs_client=aws)
+                delivery_id = intake.accept_login_code(request, "slow-server").delivery_id
+
+                def sent() -> bool:
+                    delivery = queries.delivery(delivery_id)
+                    return delivery is not None and delivery.status == "sent"
+
+                eventually(sent, 20, "the login code to be sent")
+        finally:
+            reports = [report for worker in workers for report in worker.stop()]
+
+    # Then the server has the message exactly once
+    assert server.count(message_id(delivery_id)) == 1
+    assert sum(server.completed.values()) == 1
+    # And the first attempt ended at its send deadline, long before its claim (31 s)
+    # would have let another worker in, and its worker recorded it; the retry sent it
+    delivery, attempts = delivery_and_attempts(queries, delivery_id)
+    first, second = attempts
+    assert (first.status, second.status) == ("timed_out", "provider_accepted")
+    assert first.summary is not None
+    assert first.summary.startswith("send deadline of 3s reached during ")
+    assert first.summary.endswith("the message was not handed over")
+    assert first.started_at_ms is not None
+    assert first.finished_at_ms is not None
+    assert first.finished_at_ms - first.started_at_ms < 4_000
+    assert [r.completion_refused for r in reports if r.outcome] == [None, None]
+    assert delivery.attempt_count == 2

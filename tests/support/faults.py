@@ -11,7 +11,9 @@
   handler module cold-started in this process, and the API Gateway event of
   one login-code request;
 - ``Repeating``: a scheduled function (stream poller, scheduler) run again
-  and again on a thread, as EventBridge ticks it, until stopped.
+  and again on a thread, as EventBridge ticks it, until stopped;
+- ``QueueWorker``: an attempt worker on a thread, fed batches from the
+  attempt queue as the SQS event source mapping feeds one, until stopped.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from mailcore.config import Settings
+from mailcore.contracts.attempt_message import decode_claim
 from mailcore.errors import StoreUnavailable
 from mailcore.mail.mime import message_id_for
 from mailcore.ports import ScheduleStats
+from mailcore.services.attempts import AttemptExecutor, AttemptReport
 from tests.support.api_events import api_event
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import function_path
@@ -273,3 +277,43 @@ class SchedulerObserver:
 
     def store_unavailable(self, error: StoreUnavailable) -> None:
         self.store_errors.append(error)
+
+
+class QueueWorker:
+    """An attempt worker on a thread: a batch of up to ten from the queue, each message
+    executed and then deleted, the provider closed after the batch, until ``stop()``."""
+
+    def __init__(self, name: str, sqs: Any, queue_url: str, executor: AttemptExecutor) -> None:
+        self.reports: list[AttemptReport] = []
+        self.errors: list[BaseException] = []
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._executor = executor
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                reply = self._sqs.receive_message(
+                    QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                )
+                for message in reply.get("Messages", []):
+                    self.reports.append(self._executor.execute(decode_claim(message["Body"])))
+                    self._sqs.delete_message(
+                        QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    )
+                self._executor.close()
+        except BaseException as error:  # surfaced by stop(); a crash fails the test
+            self.errors.append(error)
+
+    def start(self) -> QueueWorker:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 30) -> list[AttemptReport]:
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)
+        assert not self._thread.is_alive(), f"{self._thread.name} did not stop"
+        assert self.errors == [], self.errors
+        return self.reports

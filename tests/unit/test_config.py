@@ -169,6 +169,7 @@ def test_variable_names_list_every_setting() -> None:
         "MAIL_SMTP_FROM_EMAIL",
         "MAIL_SMTP_FROM_NAME",
         "MAIL_SMTP_TIMEOUT",
+        "MAIL_SMTP_SEND_TIMEOUT",
         "MAIL_SMTP_INSECURE_SKIP_VERIFY",
         "MAIL_TEMPLATE_DIR",
         "MAIL_RETRY_SCHEDULE",
@@ -249,3 +250,38 @@ def test_the_bound_on_claims_in_flight_covers_every_partition() -> None:
         Settings.from_environ(environ)
     assert "MAIL_MAX_CLAIMS_IN_FLIGHT" in str(raised.value)
     assert "MAIL_REDIS_PARTITIONS" in str(raised.value)
+
+
+def test_a_send_ends_ten_seconds_before_its_claim_unless_set() -> None:
+    # Given the default SMTP timeout, a shorter one, and an explicit send limit
+    default = Settings.from_environ(MINIMAL)
+    short = Settings.from_environ({**MINIMAL, "MAIL_SMTP_TIMEOUT": "1s"})
+    explicit = Settings.from_environ({**MINIMAL, "MAIL_SMTP_SEND_TIMEOUT": "20s"})
+
+    # Then unset, a whole send may last the claim less 10 s; set, it is what was set
+    assert default.claim_timeout == timedelta(seconds=45)
+    assert default.smtp_send_deadline == timedelta(seconds=35)
+    assert short.smtp_send_deadline == timedelta(seconds=21)
+    assert explicit.smtp_send_deadline == timedelta(seconds=20)
+
+
+@pytest.mark.parametrize(
+    ("environ", "reason"),
+    [
+        ({"MAIL_SMTP_SEND_TIMEOUT": "40s"}, "must be at most 35s"),
+        ({"MAIL_SMTP_TIMEOUT": "2s", "MAIL_SMTP_SEND_TIMEOUT": "30s"}, "must be at most 22s"),
+        ({"MAIL_SMTP_SEND_TIMEOUT": "15s"}, "must be longer than MAIL_SMTP_TIMEOUT"),
+        ({"MAIL_SMTP_SEND_TIMEOUT": "0s"}, "must be a positive duration"),
+    ],
+    ids=["past the claim's margin", "past a shorter claim", "no longer than one wait", "zero"],
+)
+def test_a_send_limit_that_could_outlive_the_claim_fails_fast(
+    environ: dict[str, str], reason: str
+) -> None:
+    # When the send limit would leave the claim less than its margin, or no time to send
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ({**MINIMAL, **environ})
+
+    # Then the cold start fails naming the variable and the rule
+    assert "MAIL_SMTP_SEND_TIMEOUT" in str(raised.value)
+    assert reason in str(raised.value)

@@ -39,6 +39,15 @@ TRACE_HEADER_VARIABLE = "_X_AMZN_TRACE_ID"
 # second, a few seconds at a normal SMTP round trip, inside the 45 s claim
 # period that the wait in the queue must not outlast.
 CLAIMS_IN_FLIGHT_PER_WORKER = 50
+# A claim lasts MAIL_SMTP_TIMEOUT plus this: the wait in the attempt queue,
+# and again, from the attempt's start, the send and recording its outcome.
+CLAIM_PERIOD_EXTRA = timedelta(seconds=30)
+# What a claim keeps after its send's deadline (MAIL_SMTP_SEND_TIMEOUT):
+# recording the outcome (milliseconds; a short Redis outage is waited out
+# for about 3 s) and any difference between the worker's and the
+# scheduler's clocks. A send therefore ends well before recovery could hand
+# its delivery to another worker.
+SEND_DEADLINE_MARGIN = timedelta(seconds=10)
 
 
 class ConfigError(ValueError):
@@ -266,7 +275,18 @@ class Settings(BaseModel):
     smtp_timeout: Duration = Field(
         default=timedelta(seconds=15),
         alias="MAIL_SMTP_TIMEOUT",
-        description="Connect and per-command SMTP timeout; a claim lasts this plus 30s.",
+        description="Connect and per-command SMTP timeout (each wait for the server); a claim "
+        "lasts this plus 30s.",
+    )
+    smtp_send_timeout: Duration | None = Field(
+        default=None,
+        alias="MAIL_SMTP_SEND_TIMEOUT",
+        description="Wall-clock limit of one whole send (name lookup, connect, TLS, AUTH, MAIL, "
+        "every RCPT, DATA and the answer to the message), however the server paces its "
+        "answers. The message is handed over only while a whole MAIL_SMTP_TIMEOUT is left "
+        "for the answer. Must be longer than MAIL_SMTP_TIMEOUT and end at least 10s before "
+        "the claim does (MAIL_SMTP_TIMEOUT + 30s), so a send never outlives its claim. "
+        "Unset: MAIL_SMTP_TIMEOUT + 20s (35s by default).",
     )
     smtp_insecure_skip_verify: bool = Field(
         default=False,
@@ -354,12 +374,38 @@ class Settings(BaseModel):
             raise ValueError("set MAIL_REDIS_PASSWORD or MAIL_REDIS_PASSWORD_SECRET_ARN, not both")
         if self.smtp_password is not None and self.smtp_password_secret_arn is not None:
             raise ValueError("set MAIL_SMTP_PASSWORD or MAIL_SMTP_PASSWORD_SECRET_ARN, not both")
+        self._send_deadline_inside_the_claim()
         return self
+
+    def _send_deadline_inside_the_claim(self) -> None:
+        send = self.smtp_send_timeout
+        if send is None:
+            return
+        latest = self.claim_timeout - SEND_DEADLINE_MARGIN
+        if send > latest:
+            raise ValueError(
+                f"MAIL_SMTP_SEND_TIMEOUT must be at most {_seconds(latest)} "
+                f"(the claim, MAIL_SMTP_TIMEOUT + {_seconds(CLAIM_PERIOD_EXTRA)}, less "
+                f"{_seconds(SEND_DEADLINE_MARGIN)} to record the outcome), so a send never "
+                "outlives its claim"
+            )
+        if send <= self.smtp_timeout:
+            raise ValueError(
+                "MAIL_SMTP_SEND_TIMEOUT must be longer than MAIL_SMTP_TIMEOUT (a whole "
+                "MAIL_SMTP_TIMEOUT is kept for the answer to the message)"
+            )
 
     @property
     def claim_timeout(self) -> timedelta:
         """How long a claimed attempt belongs to its worker before recovery takes it back."""
-        return self.smtp_timeout + timedelta(seconds=30)
+        return self.smtp_timeout + CLAIM_PERIOD_EXTRA
+
+    @property
+    def smtp_send_deadline(self) -> timedelta:
+        """MAIL_SMTP_SEND_TIMEOUT, or its default: the latest the claim allows."""
+        if self.smtp_send_timeout is not None:
+            return self.smtp_send_timeout
+        return self.claim_timeout - SEND_DEADLINE_MARGIN
 
     @property
     def claims_in_flight_bound(self) -> int:
@@ -392,6 +438,10 @@ class Settings(BaseModel):
     @classmethod
     def variable_names(cls) -> list[str]:
         return [str(field.alias) for field in cls.model_fields.values()]
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
 
 
 def _describe(error: ValidationError) -> str:

@@ -15,8 +15,27 @@ credentials, not the message, are at fault; retries give
 operators time to fix them
 connection refused/reset/lost, TLS handshake or           transient_failure   transport_failed
 certificate failure, STARTTLS not offered or refused
-a timeout at any stage                                    transient_failure   timed_out
+a timeout at any stage, or the send's deadline reached    transient_failure   timed_out
 ========================================================  ==================  =================
+
+Two clocks bound a send. ``timeout`` (``MAIL_SMTP_TIMEOUT``) caps every single
+wait: resolving and connecting, a TLS handshake, each write, each read of an
+answer. ``send_timeout`` (``MAIL_SMTP_SEND_TIMEOUT``) is one wall-clock
+deadline for the whole send, from its first step (the name lookup) to the
+server's answer to the message, reading the password included: every wait
+is shortened to end by it, and reads are made one ``recv`` at a time, so a
+server that trickles its answers a byte at a time, or answers each command
+just inside ``timeout``, cannot stretch a send past it. The configuration
+keeps that deadline well inside the claim's, so a send is over before
+recovery could hand its delivery to another worker.
+
+The message is handed over (its data and the final dot written) only while
+a whole ``timeout`` still fits before the deadline, to wait for the answer.
+A send the deadline cuts before that point leaves the server nothing to
+deliver (it drops a transaction whose data never ended); once the dot is
+written, only a server slower than ``timeout`` to answer it can still
+deliver a message whose attempt counts as timed out: the one duplicate
+window SMTP leaves open (DESIGN §4.3).
 
 After any failure the connection is dropped, so the next send starts fresh.
 A kept connection whose last transaction ended with the server's answer to
@@ -25,9 +44,10 @@ would only cost a round trip), unless the server sent something while it was
 idle (a 421, or its end of the connection), seen by a zero-timeout poll; then
 RSET says whether it is still usable, and if not a fresh one is opened. A kept
 connection found dead at MAIL or RCPT anyway (a disconnect, or 421: the
-server is closing it) gets the send retried once on a fresh connection:
-nothing of the message had been handed over yet. A disconnect during DATA is
-never retried: the server may have accepted the message.
+server is closing it) gets the send retried once on a fresh connection,
+within the same deadline: nothing of the message had been handed over yet.
+A disconnect during DATA is never retried: the server may have accepted the
+message.
 
 With ``tls=starttls`` the provider never falls back to plain text: when the
 server does not offer STARTTLS, nothing but EHLO is sent before it hangs up.
@@ -37,16 +57,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import select
 import smtplib
+import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Buffer, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 
 from mailcore.config import Settings, SmtpTls
+from mailcore.deadlines import run_within
 from mailcore.domain.states import AttemptStatus, ProviderOutcome
 from mailcore.mail.mime import WIRE_POLICY
 from mailcore.ports import SendResult
@@ -72,6 +95,170 @@ _RETRYABLE_STAGES = frozenset({_MAIL, _RCPT})
 class _Progress:
     stage: str = _CONNECT
     reused: bool = False
+    handed_over: bool = False  # the message's final dot was written
+
+
+class _SendDeadlinePassed(TimeoutError):
+    """No time is left in the send's deadline for the next step."""
+
+
+@dataclass(slots=True)
+class _Deadline:
+    """One send's wall-clock deadline, and the cap on any single wait."""
+
+    ends_at: float  # time.monotonic() seconds
+    total: float
+    per_wait: float
+    cut: bool = False  # the last wait was shortened to end at the deadline
+
+    @classmethod
+    def starting_now(cls, total: float, per_wait: float) -> _Deadline:
+        return cls(time.monotonic() + total, total, per_wait)
+
+    def next_wait(self, keep: float = 0.0) -> float:
+        """How long the next network wait may last: ``per_wait``, or less to end by
+        the deadline (less ``keep``); _SendDeadlinePassed when nothing is left."""
+        left = self.ends_at - keep - time.monotonic()
+        self.cut = left < self.per_wait
+        if left <= 0:
+            raise _SendDeadlinePassed("no time left before the send deadline")
+        return min(self.per_wait, left)
+
+
+class _DeadlineReader:
+    """Reads the server's answers line by line, each ``recv`` bounded by the deadline.
+
+    Stands in for the buffered file smtplib reads replies from, whose reads a
+    trickling server could keep going forever, one byte inside each timeout.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: Callable[[], _Deadline]) -> None:
+        self._sock = sock
+        self._deadline = deadline  # the current send's: a kept connection serves several
+        self._buffer = b""
+
+    @property
+    def buffered(self) -> bool:
+        return bool(self._buffer)
+
+    def readline(self, limit: int = -1) -> bytes:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0 and (limit < 0 or end < limit):
+                take = end + 1
+            elif 0 <= limit <= len(self._buffer):
+                take = limit
+            else:
+                self._sock.settimeout(self._deadline().next_wait())
+                chunk = self._sock.recv(4096)
+                if chunk:
+                    self._buffer += chunk
+                    continue
+                take = len(self._buffer)  # the end of the stream
+            line, self._buffer = self._buffer[:take], self._buffer[take:]
+            return line
+
+    def close(self) -> None:
+        self._buffer = b""
+
+
+class _BoundedSmtp(smtplib.SMTP):
+    """:class:`smtplib.SMTP` whose every network wait ends by the send's deadline.
+
+    ``deadline`` is set anew for each send on a kept connection. With a
+    ``tls_context`` the connection is TLS from the first byte (implicit TLS).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        local_hostname: str,
+        deadline: _Deadline,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self._tls_context = tls_context
+        self._server_name = host  # what the certificate must name
+        super().__init__(host, port, local_hostname=local_hostname, timeout=deadline.per_wait)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = _connect(host, port, self.deadline)
+        if self._tls_context is None:
+            return sock
+        try:
+            sock.settimeout(self.deadline.next_wait())  # bounds the whole handshake
+            return self._tls_context.wrap_socket(sock, server_hostname=self._server_name)
+        except BaseException:
+            sock.close()
+            raise
+
+    def send(self, s: Buffer | str) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(self.deadline.next_wait())
+        super().send(s)
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.file is None and self.sock is not None:
+            self.file = _DeadlineReader(self.sock, lambda: self.deadline)
+        return super().getreply()
+
+    def hand_over(self, payload: bytes) -> None:
+        """Write the message data and its final dot, after the server's 354.
+
+        Only while a whole per-command wait for the answer still fits before
+        the deadline, and written before that margin runs out: a write the
+        deadline cuts has not sent the final dot, so the server delivers
+        nothing. One write, so the dot does not wait on Nagle for an ACK.
+        """
+        if self.sock is None:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        self.sock.settimeout(self.deadline.next_wait(keep=self.deadline.per_wait))
+        self.sock.sendall(_dot_stuffed(payload) + b".\r\n")
+
+
+def _connect(host: str, port: int, deadline: _Deadline) -> socket.socket:
+    """Like socket.create_connection, with the name lookup bounded as well."""
+    addresses = run_within(
+        deadline.next_wait(),
+        lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+        name="smtp-resolve",
+    )
+    failure: OSError = OSError(f"no address found for {host}")
+    for family, kind, protocol, _, address in addresses:
+        sock = socket.socket(family, kind, protocol)
+        try:
+            sock.settimeout(deadline.next_wait())
+            sock.connect(address)
+            return sock
+        except _SendDeadlinePassed:
+            sock.close()
+            raise
+        except OSError as error:
+            sock.close()
+            failure = error
+    raise failure
+
+
+def _local_hostname() -> str:
+    """What smtplib greets with when given no name: the FQDN, or an address literal."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn:
+        return fqdn
+    try:
+        return f"[{socket.gethostbyname(socket.gethostname())}]"
+    except OSError:
+        return "[127.0.0.1]"
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _dot_stuffed(payload: bytes) -> bytes:
+    """The DATA section's bytes (RFC 5321 §4.5.2), ending with CRLF, before the final dot."""
+    stuffed = _LEADING_DOT.sub(b"..", payload)
+    return stuffed if stuffed.endswith(b"\r\n") else stuffed + b"\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +284,23 @@ class SmtpProvider:
         username: str | None,
         password_source: Callable[[], str | None],
         timeout: timedelta,
+        send_timeout: timedelta,
         verify_certificates: bool,
         local_hostname: str | None = None,
     ) -> None:
-        if timeout <= timedelta(0):
-            raise ValueError("the SMTP timeout must be positive")
+        if timeout <= timedelta(0) or send_timeout <= timedelta(0):
+            raise ValueError("the SMTP timeouts must be positive")
         self._host = host
         self._port = port
         self._tls = SmtpTls(tls)
         self._username = username or None
         self._password_source = password_source
         self._timeout = timeout.total_seconds()
+        self._send_timeout = send_timeout.total_seconds()
         self._verify = verify_certificates
         self._local_hostname = local_hostname
         self._ssl_context: ssl.SSLContext | None = None
-        self._connection: smtplib.SMTP | None = None
+        self._connection: _BoundedSmtp | None = None
         # The kept connection's last transaction ended with the answer to DATA.
         self._finished_cleanly = False
         # The password last read, kept only to scrub it from summaries.
@@ -131,6 +320,7 @@ class SmtpProvider:
             username=settings.smtp_username,
             password_source=password_source,
             timeout=settings.smtp_timeout,
+            send_timeout=settings.smtp_send_deadline,
             verify_certificates=not settings.smtp_insecure_skip_verify,
         )
 
@@ -153,8 +343,9 @@ class SmtpProvider:
         if not recipients:
             raise ValueError("a message needs at least one envelope recipient")
         started = time.perf_counter()
+        deadline = _Deadline.starting_now(self._send_timeout, self._timeout)
         payload = _wire_bytes(message)
-        verdict = self._attempt(payload, envelope_from, list(recipients), may_retry=True)
+        verdict = self._attempt(payload, envelope_from, list(recipients), deadline, may_retry=True)
         duration_ms = round((time.perf_counter() - started) * 1000)
         scrub = [*secrets, *([self._password_seen] if self._password_seen else [])]
         return SendResult(
@@ -170,6 +361,8 @@ class SmtpProvider:
         connection, self._connection = self._connection, None
         if connection is None:
             return
+        # QUIT gets one wait of its own: the last send's deadline has nothing to do with it.
+        connection.deadline = _Deadline.starting_now(self._timeout, self._timeout)
         try:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 connection.quit()
@@ -179,11 +372,17 @@ class SmtpProvider:
     # -- one try -----------------------------------------------------------------------
 
     def _attempt(
-        self, payload: bytes, envelope_from: str, recipients: list[str], *, may_retry: bool
+        self,
+        payload: bytes,
+        envelope_from: str,
+        recipients: list[str],
+        deadline: _Deadline,
+        *,
+        may_retry: bool,
     ) -> _Verdict:
         progress = _Progress()
         try:
-            connection = self._ready_connection(progress)
+            connection = self._ready_connection(progress, deadline)
             return self._transaction(connection, payload, envelope_from, recipients, progress)
         except (smtplib.SMTPException, OSError, _TransportProblem) as error:
             self._drop()
@@ -194,12 +393,15 @@ class SmtpProvider:
                 and _closed_by_server(error)
             ):
                 # The kept connection died while idle and nothing of this message
-                # was handed over: once more, on a fresh connection.
-                return self._attempt(payload, envelope_from, recipients, may_retry=False)
-            return self._classify(error, progress.stage)
+                # was handed over: once more, on a fresh connection, within
+                # the same deadline.
+                return self._attempt(payload, envelope_from, recipients, deadline, may_retry=False)
+            return self._classify(error, progress, deadline)
 
-    def _ready_connection(self, progress: _Progress) -> smtplib.SMTP:
+    def _ready_connection(self, progress: _Progress, deadline: _Deadline) -> _BoundedSmtp:
         connection = self._connection
+        if connection is not None:
+            connection.deadline = deadline
         if connection is not None and self._finished_cleanly and not _server_spoke(connection):
             progress.reused = True
             return connection
@@ -213,26 +415,25 @@ class SmtpProvider:
                 progress.reused = True
                 return connection
             self._drop()  # closed or confused while idle: start over
-        self._connection = self._open(progress)
+        self._connection = self._open(progress, deadline)
         return self._connection
 
-    def _open(self, progress: _Progress) -> smtplib.SMTP:
+    def _open(self, progress: _Progress, deadline: _Deadline) -> _BoundedSmtp:
         progress.stage = _CONNECT
+        if self._local_hostname is None:
+            # Looked up once (a name lookup, bounded like the rest of the send).
+            self._local_hostname = run_within(
+                deadline.next_wait(), _local_hostname, name="smtp-ehlo-name"
+            )
         # Connecting in the constructor records the host name that TLS checks
         # the certificate against; a greeting other than 220 raises SMTPConnectError.
-        connection: smtplib.SMTP
-        if self._tls is SmtpTls.IMPLICIT:
-            connection = smtplib.SMTP_SSL(
-                self._host,
-                self._port,
-                local_hostname=self._local_hostname,
-                timeout=self._timeout,
-                context=self._context(),
-            )
-        else:
-            connection = smtplib.SMTP(
-                self._host, self._port, local_hostname=self._local_hostname, timeout=self._timeout
-            )
+        connection = _BoundedSmtp(
+            self._host,
+            self._port,
+            local_hostname=self._local_hostname,
+            deadline=deadline,
+            tls_context=self._context() if self._tls is SmtpTls.IMPLICIT else None,
+        )
         try:
             progress.stage = _EHLO
             connection.ehlo_or_helo_if_needed()
@@ -249,7 +450,7 @@ class SmtpProvider:
                     raise smtplib.SMTPHeloError(code, reply)
             if self._username is not None:
                 progress.stage = _AUTH
-                connection.login(self._username, self._password())
+                connection.login(self._username, self._password(deadline))
         except BaseException:
             _close_quietly(connection)
             raise
@@ -257,7 +458,7 @@ class SmtpProvider:
 
     def _transaction(
         self,
-        connection: smtplib.SMTP,
+        connection: _BoundedSmtp,
         payload: bytes,
         envelope_from: str,
         recipients: list[str],
@@ -282,7 +483,12 @@ class SmtpProvider:
         if len(refused) == len(recipients):
             raise smtplib.SMTPRecipientsRefused(refused)
         progress.stage = _DATA
-        code, reply = connection.data(payload)
+        code, reply = connection.docmd("DATA")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        connection.hand_over(payload)
+        progress.handed_over = True
+        code, reply = connection.getreply()
         if not 200 <= code < 300:
             raise smtplib.SMTPDataError(code, reply)
         self._finished_cleanly = True
@@ -295,9 +501,12 @@ class SmtpProvider:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _password(self) -> str:
+    def _password(self, deadline: _Deadline) -> str:
         try:
-            password = self._password_source()
+            # A secret read from Secrets Manager is bounded by the send's deadline too.
+            password = run_within(deadline.next_wait(), self._password_source, name="smtp-password")
+        except TimeoutError:
+            raise
         except Exception as error:
             raise _TransportProblem(
                 f"could not read the SMTP password ({type(error).__name__})"
@@ -322,7 +531,8 @@ class SmtpProvider:
         if connection is not None:
             _close_quietly(connection)
 
-    def _classify(self, error: Exception, stage: str) -> _Verdict:
+    def _classify(self, error: Exception, progress: _Progress, deadline: _Deadline) -> _Verdict:
+        stage = progress.stage
         transient = ProviderOutcome.TRANSIENT_FAILURE
         if isinstance(error, smtplib.SMTPAuthenticationError):
             return _Verdict(
@@ -369,11 +579,19 @@ class SmtpProvider:
         ):
             error = error.__context__
         if isinstance(error, TimeoutError):
-            return _Verdict(
-                transient,
-                AttemptStatus.TIMED_OUT,
-                f"timed out after {self._timeout:g}s during {stage}",
-            )
+            if not deadline.cut:
+                summary = f"timed out after {self._timeout:g}s during {stage}"
+            elif progress.handed_over:
+                summary = (
+                    f"send deadline of {deadline.total:g}s reached waiting for the answer to "
+                    "the message; the server may have accepted it"
+                )
+            else:
+                summary = (
+                    f"send deadline of {deadline.total:g}s reached during {stage}; "
+                    "the message was not handed over"
+                )
+            return _Verdict(transient, AttemptStatus.TIMED_OUT, summary)
         failed = AttemptStatus.TRANSPORT_FAILED
         if isinstance(error, _TransportProblem):
             return _Verdict(transient, failed, str(error))
@@ -402,6 +620,8 @@ class SmtpProvider:
 
 def _closed_by_server(error: Exception) -> bool:
     """The server hung up, or said it is about to (421), so the connection is gone."""
+    if isinstance(error.__context__, TimeoutError):
+        return False  # smtplib's "disconnected" after our own timeout: the server is slow
     if isinstance(error, smtplib.SMTPServerDisconnected | ConnectionError):
         return True
     return isinstance(error, smtplib.SMTPResponseException) and error.smtp_code == 421
@@ -415,6 +635,8 @@ def _server_spoke(connection: smtplib.SMTP) -> bool:
     """
     sock = connection.sock
     if sock is None:
+        return True
+    if isinstance(connection.file, _DeadlineReader) and connection.file.buffered:
         return True
     if isinstance(sock, ssl.SSLSocket) and sock.pending():
         return True
