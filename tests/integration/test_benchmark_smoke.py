@@ -52,6 +52,15 @@ def test_the_auth_intake_benchmark_runs_and_prints_its_figures() -> None:
     assert "auth intake latency: p50" in output
 
 
+def test_the_intake_with_sqs_faults_benchmark_runs_and_prints_its_figures() -> None:
+    output = run_bench("bench/intake_sqs_faults.py", "--requests", "3")
+    assert "3 login-code POSTs per SQS endpoint" in output
+    for endpoint in ("normal", "silent", "refused"):
+        assert any(line.startswith(endpoint) for line in output.splitlines())
+    # two warm-ups and three timed requests each, for the silent and the refused SQS
+    assert "left to the scheduler (due in the schedule): 10" in output
+
+
 def test_the_stream_intake_benchmark_runs_and_prints_its_figures() -> None:
     output = run_bench("bench/stream_intake.py", "--commands", "400")
     assert "preloaded 400 commands" in output
