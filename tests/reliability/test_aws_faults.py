@@ -115,7 +115,9 @@ def test_a_login_code_is_answered_at_once_when_sqs_is_not_and_the_scheduler_send
     endpoint: str,
 ) -> None:
     server = smtp_server()
-    environment = smtp_environment(redis_server.addr, moto_sqs.queue_url, server.addr)
+    environment = smtp_environment(
+        redis_server.addr, moto_sqs.queue_url, server.addr, **redis_server.environ()
+    )
 
     # Given the normal intake time, against an SQS that answers
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_sqs.endpoint)
@@ -172,7 +174,9 @@ def test_a_login_code_arriving_late_in_its_invocation_is_left_to_the_scheduler(
 ) -> None:
     # Given an intake invocation with less time left than the fast path keeps in reserve
     server = smtp_server()
-    environment = smtp_environment(redis_server.addr, moto_sqs.queue_url, server.addr)
+    environment = smtp_environment(
+        redis_server.addr, moto_sqs.queue_url, server.addr, **redis_server.environ()
+    )
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_sqs.endpoint)
     intake = load_handler(monkeypatch, "intake_api", environment, timeout_ms=FAST_PATH_RESERVE_MS)
 

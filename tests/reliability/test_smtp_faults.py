@@ -361,6 +361,7 @@ def test_a_slow_server_cannot_keep_a_send_past_its_deadline_and_the_mail_arrives
                 MAIL_SMTP_SEND_TIMEOUT="3s",
                 MAIL_RETRY_SCHEDULE=LADDER,
                 MAIL_SCHEDULER_POLL_INTERVAL="50ms",
+                **redis_server.environ(),
             )
         )
         workers = [
