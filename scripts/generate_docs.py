@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from mailcore.config import Settings
+from mailcore.config import SEED_VARIABLES_NOT_USED, Settings
 from mailcore.durations import format_duration
 from mailcore.store.keys import key_catalog
 
@@ -58,6 +58,13 @@ def configuration_table() -> str:
     for field in Settings.model_fields.values():
         default = _default(field.default, field.is_required())
         rows.append(f"| `{field.alias}` | {default} | {field.description} |")
+    return "\n".join(rows)
+
+
+def seed_variables_table() -> str:
+    rows = ["| variable | instead |", "| --- | --- |"]
+    for name, instead in SEED_VARIABLES_NOT_USED.items():
+        rows.append(f"| `{name}` | {instead} |")
     return "\n".join(rows)
 
 
@@ -115,7 +122,7 @@ FILES: dict[str, Callable[[], str]] = {"openapi.json": openapi_document}
 # document -> section name -> renderer
 SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
     "redis-keys.md": {"key-catalog": redis_key_table},
-    "configuration.md": {"settings": configuration_table},
+    "configuration.md": {"settings": configuration_table, "seed-variables": seed_variables_table},
 }
 
 

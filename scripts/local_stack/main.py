@@ -12,6 +12,7 @@ the capture server and Redis (``SHUTDOWN``, so the AOF is complete).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import os
 import secrets
@@ -79,6 +80,10 @@ OPTIONAL_MODULES = frozenset({"cleanup"})
 WORKER_MODULE = "attempt_worker"
 
 
+# The stack's own settings (besides LOCAL_REDIS_DIR, which start() says is no longer read).
+LOCAL_VARIABLES = ("LOCAL_API_PORT", "LOCAL_SMTP_PORT", "LOCAL_DATA_DIR", logs.LOG_FORMAT_VARIABLE)
+
+
 class StartError(RuntimeError):
     """The stack cannot start; the message says why and what to do."""
 
@@ -94,6 +99,7 @@ class LocalOptions:
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> LocalOptions:
+        check_variable_names(environ)
         return cls(
             api_port=_port(environ, "LOCAL_API_PORT", DEFAULT_API_PORT),
             smtp_port=_port(environ, "LOCAL_SMTP_PORT", DEFAULT_SMTP_PORT),
@@ -108,6 +114,31 @@ class LocalOptions:
     @property
     def mail_dir(self) -> Path:
         return self.data_dir / "mail"
+
+
+def check_variable_names(environ: MutableMapping[str, str]) -> None:
+    """Refuse a misspelt ``MAIL_*`` or ``LOCAL_*`` name before anything starts.
+
+    The functions refuse an unknown ``MAIL_*`` name at their cold start too,
+    but by then Redis, the capture server and SQS would have been started
+    on the wrong assumptions (a misspelt ``MAIL_SMTP_MODE`` is not stub mode).
+    ``LOCAL_*`` is a less private prefix (other tools set ``LOCAL_RANK``), so
+    only a name close to one of the stack's is taken for a typo.
+    """
+    from mailcore.config import unknown_variables
+
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith("LOCAL_") or name in LOCAL_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, LOCAL_VARIABLES, n=1, cutoff=0.8)
+        if close:
+            problems.append(
+                f"{name} is not a setting of the local stack (did you mean {close[0]}?)"
+            )
+    problems += unknown_variables(environ)
+    if problems:
+        raise StartError("invalid configuration: " + "; ".join(problems))
 
 
 def _port(environ: MutableMapping[str, str], name: str, default: int) -> int:

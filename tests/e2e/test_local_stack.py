@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +23,11 @@ import pytest
 from tests.e2e.stack import (
     BANNER_END,
     FAST_SETTINGS,
+    REPO_ROOT,
     SENDER_DOMAIN,
     STREAM,
     LocalStack,
+    clean_environment,
     read_mail,
     text_of,
     wait_for,
@@ -39,6 +44,42 @@ def unique(prefix: str) -> str:
 
 def key() -> str:
     return f"e2e-{uuid.uuid4()}"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_a_misspelt_setting_stops_the_stack_before_anything_starts(tmp_path: Path) -> None:
+    # Given `make local` with stub mode asked for under a misspelt name
+    environ = {
+        **clean_environment(),
+        "LOCAL_DATA_DIR": str(tmp_path),
+        "MAIL_SMTP_MDOE": "stub",
+        "LOCAL_API_PROT": "3999",
+    }
+
+    # When it starts
+    finished = subprocess.run(
+        [sys.executable, "-m", "scripts.local_stack"],
+        cwd=REPO_ROOT,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    # Then it stops at once, naming each misspelt variable and the one meant
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    assert "MAIL_SMTP_MDOE is not a setting of this service (did you mean MAIL_SMTP_MODE?)" in (
+        finished.stderr
+    )
+    assert "LOCAL_API_PROT is not a setting of the local stack (did you mean LOCAL_API_PORT?)" in (
+        finished.stderr
+    )
+    # And nothing was started: no Redis data, no capture server, no banner
+    assert list(tmp_path.iterdir()) == []
+    assert "mail service running locally" not in finished.stdout
 
 
 # --------------------------------------------------------------------------- the banner

@@ -2,7 +2,14 @@ from datetime import timedelta
 
 import pytest
 
-from mailcore.config import ConfigError, Settings, SmtpMode
+from mailcore.config import (
+    SEED_VARIABLES_NOT_USED,
+    ConfigError,
+    Settings,
+    SmtpMode,
+    unknown_variables,
+)
+from mailctl import cli as mailctl_cli
 
 MINIMAL = {"MAIL_REDIS_ADDR": "cache.internal:6379"}
 
@@ -285,3 +292,106 @@ def test_a_send_limit_that_could_outlive_the_claim_fails_fast(
     # Then the cold start fails naming the variable and the rule
     assert "MAIL_SMTP_SEND_TIMEOUT" in str(raised.value)
     assert reason in str(raised.value)
+
+
+# --------------------------------------------------------------------------- unknown names
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("MAIL_SMTP_MDOE", "MAIL_SMTP_MODE"),
+        ("MAIL_RETRY_SCHEDULES", "MAIL_RETRY_SCHEDULE"),
+        ("MAIL_ATEMPT_TTL", "MAIL_ATTEMPT_TTL"),
+        ("MAIL_TEMPLATES_DIR", "MAIL_TEMPLATE_DIR"),
+        ("mail_smtp_mode", "MAIL_SMTP_MODE"),
+    ],
+)
+def test_a_misspelt_variable_fails_naming_it_and_the_setting_meant(typo: str, meant: str) -> None:
+    # Given a valid configuration with one variable misspelt
+    environ = {**MINIMAL, typo: "smtp"}
+
+    # When the configuration is loaded, Then the cold start fails naming both names
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ(environ)
+    assert f"{typo} is not a setting" in str(raised.value)
+    assert f"did you mean {meant}?" in str(raised.value)
+
+
+def test_an_unknown_variable_with_nothing_close_fails_without_a_guess() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ({**MINIMAL, "MAIL_FROBNICATE": "1"})
+    assert "MAIL_FROBNICATE is not a setting of this service (see docs/configuration.md)" in str(
+        raised.value
+    )
+    assert "did you mean" not in str(raised.value)
+
+
+def test_an_unknown_variable_fails_even_when_empty() -> None:
+    # An empty value means "unset" for a setting; a misspelt name is still a mistake.
+    with pytest.raises(ConfigError, match="MAIL_SMTP_TIMOUT is not a setting"):
+        Settings.from_environ({**MINIMAL, "MAIL_SMTP_TIMOUT": ""})
+
+
+@pytest.mark.parametrize(
+    ("variable", "instead"),
+    [
+        ("MAIL_SHUTDOWN_TIMEOUT", "Timeout"),
+        ("MAIL_INTERNAL_HTTP_ADDR", "API Gateway"),
+        ("MAIL_REDIS_MASTER_ADDR", "use MAIL_REDIS_ADDR"),
+        ("MAIL_POSTGRES_PRIMARY_DSN", "no PostgreSQL"),
+        ("MAIL_REDIS_ATTEMPT_SCHEDULE_KEY", "MAIL_REDIS_COMMAND_STREAM"),
+        ("MAIL_LOG_LEVEL", "use POWERTOOLS_LOG_LEVEL"),
+    ],
+)
+def test_a_seed_variable_this_service_lacks_fails_saying_what_to_do_instead(
+    variable: str, instead: str
+) -> None:
+    # Given a variable the seed's Go service read, carried over into a deploy
+    environ = {**MINIMAL, variable: "5s"}
+
+    # Then the cold start fails saying it is not used here, and what replaces it
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ(environ)
+    assert f"{variable} is not used by this service: " in str(raised.value)
+    assert instead in str(raised.value)
+
+
+def test_every_seed_variable_refused_is_no_setting() -> None:
+    # A seed variable that becomes a setting must leave the list of those refused.
+    assert set(SEED_VARIABLES_NOT_USED).isdisjoint(Settings.variable_names())
+
+
+def test_the_value_of_an_unknown_variable_is_never_quoted() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ({**MINIMAL, "MAIL_SMTP_PASWORD": "hunter2-token"})
+    assert "MAIL_SMTP_PASWORD" in str(raised.value)
+    assert "hunter2-token" not in str(raised.value)
+
+
+def test_unknown_names_and_invalid_values_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_environ({"MAIL_REDIS_ADR": "cache:6379", "MAIL_DELIVERY_TTL": "soon"})
+    message = str(raised.value)
+    assert "MAIL_REDIS_ADR is not a setting of this service (did you mean MAIL_REDIS_ADDR?)" in (
+        message
+    )
+    assert "MAIL_REDIS_ADDR is required" in message
+    assert "MAIL_DELIVERY_TTL" in message
+
+
+def test_every_setting_the_model_declares_is_accepted_by_name() -> None:
+    # Given every variable the model has (set empty: unset, so defaults apply)
+    environ = {**dict.fromkeys(Settings.variable_names(), ""), **MINIMAL}
+
+    # Then none of them is taken for an unknown one
+    assert unknown_variables(environ) == []
+    Settings.from_environ(environ)
+
+
+def test_mailctls_api_url_in_the_same_shell_is_not_a_typo() -> None:
+    # Given an operator's shell with mailctl's variable, where the local stack starts
+    environ = {**MINIMAL, mailctl_cli.API_ENV: "http://127.0.0.1:3000"}
+
+    # Then the functions start, and ignore it
+    assert Settings.from_environ(environ) == Settings.from_environ(MINIMAL)

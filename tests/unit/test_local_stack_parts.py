@@ -14,7 +14,12 @@ from cfnlint.decode import decode
 
 from scripts.local_stack.attempt_queue import DUMMY_CREDENTIALS, failed_message_ids, sqs_event
 from scripts.local_stack.http_api import build_routes
-from scripts.local_stack.main import configure_handler_environment, function_specs
+from scripts.local_stack.main import (
+    LocalOptions,
+    StartError,
+    configure_handler_environment,
+    function_specs,
+)
 from scripts.local_stack.sam_template import SamTemplate, parse_rate
 from scripts.local_stack.smtp_capture import Rule, file_name, rule_for
 
@@ -237,6 +242,16 @@ def test_the_capture_server_settings_fill_only_what_is_unset() -> None:
     assert environ["AWS_ENDPOINT_URL_SQS"] == "http://127.0.0.1:5000"
     assert environ["AWS_ACCESS_KEY_ID"] == DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]
     assert environ["AWS_REGION"] == environ["AWS_DEFAULT_REGION"]
+
+
+def test_the_stack_refuses_a_near_miss_of_its_settings_and_leaves_other_tools_alone() -> None:
+    # Given another tool's LOCAL_ variable and mailctl's MAIL_API_URL, Then the stack starts
+    quiet = {"LOCAL_RANK": "0", "MAIL_API_URL": "http://127.0.0.1:3000", "LOCAL_API_PORT": "3001"}
+    assert LocalOptions.from_environ(quiet).api_port == 3001
+
+    # Given a misspelt name of its own, Then it refuses to start, naming the one meant
+    with pytest.raises(StartError, match=r"LOCAL_DATADIR .*did you mean LOCAL_DATA_DIR\?"):
+        LocalOptions.from_environ({"LOCAL_DATADIR": "/tmp/x"})
 
 
 def test_a_given_smtp_server_and_mode_are_kept() -> None:

@@ -4,11 +4,14 @@ This module is the only place that reads the process environment
 (:func:`load_settings`, and :func:`current_trace_header` for the per-invocation
 trace header); everything else receives a :class:`Settings`.
 Invalid configuration raises :class:`ConfigError` at cold start, naming every
-offending variable, so a bad deploy fails loudly before it takes traffic.
+offending variable, so a bad deploy fails loudly before it takes traffic; so
+does a ``MAIL_*`` variable that is no setting (a typo, or a variable of the
+seed's Go service that these functions do not have).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -31,6 +34,36 @@ from mailcore.durations import parse_duration
 
 # Variables Lambda sets that the functions read as settings, besides MAIL_*.
 PLATFORM_VARIABLES = frozenset({"AWS_XRAY_DAEMON_ADDRESS"})
+SETTING_PREFIX = "MAIL_"
+# MAIL_* variables of the seed's Go service that these functions do not read,
+# each with what to do instead. Setting one is refused like a typo: a value
+# that would be silently ignored must not look as if it took effect.
+SEED_VARIABLES_NOT_USED: Mapping[str, str] = {
+    "MAIL_REDIS_MASTER_ADDR": "use MAIL_REDIS_ADDR",
+    "MAIL_POSTGRES_PRIMARY_DSN": "all state is in Redis, there is no PostgreSQL",
+    "MAIL_SHUTDOWN_TIMEOUT": "Lambda ends each invocation, and the looping functions stop "
+    "shortly before their Timeout",
+    "MAIL_LOG_LEVEL": "use POWERTOOLS_LOG_LEVEL",
+    "MAIL_INTERNAL_HTTP_ADDR": "API Gateway serves the HTTP API",
+    "MAIL_INTERNAL_HTTP_READ_HEADER_TIMEOUT": "API Gateway serves the HTTP API",
+    "MAIL_INTERNAL_HTTP_READ_TIMEOUT": "API Gateway serves the HTTP API",
+    "MAIL_INTERNAL_HTTP_IDLE_TIMEOUT": "API Gateway serves the HTTP API",
+    "MAIL_OPERATOR_REQUEST_TIMEOUT": "an operator request is bounded by the function's Timeout "
+    "and MAIL_REDIS_OPERATION_TIMEOUT",
+    "MAIL_REDIS_ATTEMPT_SCHEDULE_KEY": "Redis key names are fixed, only the command stream's "
+    "is set (MAIL_REDIS_COMMAND_STREAM)",
+    "MAIL_REDIS_DEAD_LETTER_PREFIX": "Redis key names are fixed, only the command stream's "
+    "is set (MAIL_REDIS_COMMAND_STREAM)",
+    "MAIL_OTEL_STDOUT_TRACES_ENABLED": "traces go to X-Ray when Lambda sets "
+    "AWS_XRAY_DAEMON_ADDRESS",
+    "MAIL_OTEL_STDOUT_METRICS_ENABLED": "metrics are always written as CloudWatch EMF lines",
+}
+# MAIL_* variables of other tools that may share a shell with the functions
+# (the local stack passes its environment on): neither settings nor typos.
+OTHER_TOOLS_VARIABLES: Mapping[str, str] = {"MAIL_API_URL": "mailctl"}
+# How alike an unknown name (after MAIL_) and a setting's must be for
+# "did you mean": close enough for a slip of the keys or a missing letter.
+SUGGESTION_CUTOFF = 0.75
 TRACE_HEADER_VARIABLE = "_X_AMZN_TRACE_ID"
 # Default bound on claims in flight, per attempt worker. A worker takes
 # batches of 10 from the queue, so this keeps four more batches waiting for
@@ -424,16 +457,27 @@ class Settings(BaseModel):
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
-        """Validate the ``MAIL_*`` (and platform) entries of ``environ``; empty ones are unset."""
+        """Validate the ``MAIL_*`` (and platform) entries of ``environ``; empty ones are unset.
+
+        A ``MAIL_*`` name that is no setting fails like an invalid value,
+        whatever its value: a typo must not leave a default silently in force.
+        """
+        problems = unknown_variables(environ)
         values = {
             name: value
             for name, value in environ.items()
-            if (name.startswith("MAIL_") or name in PLATFORM_VARIABLES) and value.strip() != ""
+            if (name.startswith(SETTING_PREFIX) or name in PLATFORM_VARIABLES)
+            and name not in OTHER_TOOLS_VARIABLES
+            and value.strip() != ""
         }
         try:
-            return cls.model_validate(values)
+            settings = cls.model_validate(values)
         except ValidationError as error:
-            raise ConfigError(_describe(error)) from None
+            problems += _problems(error)
+            raise ConfigError(_message(problems)) from None
+        if problems:
+            raise ConfigError(_message(problems))
+        return settings
 
     @classmethod
     def variable_names(cls) -> list[str]:
@@ -444,7 +488,39 @@ def _seconds(value: timedelta) -> str:
     return f"{value.total_seconds():g}s"
 
 
-def _describe(error: ValidationError) -> str:
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A problem for each ``MAIL_*`` name in ``environ`` that is not a setting.
+
+    The known names are the model's aliases, so a setting is known the moment
+    it is declared. Names are compared case-insensitively, since the
+    environment is not: ``mail_smtp_mode`` is a typo too. Values are never
+    quoted (an unknown variable may hold a password).
+    """
+    settings = {
+        name.removeprefix(SETTING_PREFIX): name
+        for name in Settings.variable_names()
+        if name.startswith(SETTING_PREFIX)
+    }
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(SETTING_PREFIX) or name in OTHER_TOOLS_VARIABLES:
+            continue
+        suffix = upper.removeprefix(SETTING_PREFIX)
+        if settings.get(suffix) == name:
+            continue
+        if upper in SEED_VARIABLES_NOT_USED:
+            problems.append(f"{name} is not used by this service: {SEED_VARIABLES_NOT_USED[upper]}")
+        elif suffix in settings:
+            problems.append(f"{name} is not a setting (did you mean {settings[suffix]}?)")
+        else:
+            close = difflib.get_close_matches(suffix, settings, n=1, cutoff=SUGGESTION_CUTOFF)
+            hint = f"did you mean {settings[close[0]]}?" if close else "see docs/configuration.md"
+            problems.append(f"{name} is not a setting of this service ({hint})")
+    return problems
+
+
+def _problems(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors(include_input=False, include_url=False):
         variable = ".".join(str(part) for part in item["loc"])
@@ -452,6 +528,10 @@ def _describe(error: ValidationError) -> str:
         if item["type"] == "missing":
             message = "is required"
         problems.append(f"{variable} {message}" if variable else message)
+    return problems
+
+
+def _message(problems: list[str]) -> str:
     return "invalid configuration: " + "; ".join(problems)
 
 
