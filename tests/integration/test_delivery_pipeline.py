@@ -234,8 +234,10 @@ def test_a_template_that_cannot_render_fails_the_delivery_and_sends_nothing(
     assert record["status"] == "failed"
     assert record["failure_code"] == "render_failed"
     assert "reset_token" in record["last_summary"]
+    # And the attempt says what happened: no provider was contacted
     first = attempt(redis_client, "notif-000007", 1)
-    assert (first["status"], first["failure_code"]) == ("provider_rejected", "render_failed")
+    assert (first["status"], first["failure_code"]) == ("render_failed", "render_failed")
+    assert reports[0].attempt_status == "render_failed"
     assert provider.sent == []
 
 
@@ -667,5 +669,5 @@ def test_a_delivery_whose_headers_would_be_unsafe_fails_without_sending(
     assert [(r.outcome, r.status) for r in reports] == [("render_failed", "failed")]
     assert provider.sent == []
     assert delivery(redis_client, delivery_id)["status"] == "failed"
-    assert attempt(redis_client, delivery_id, 1)["status"] == "provider_rejected"
+    assert attempt(redis_client, delivery_id, 1)["status"] == "render_failed"
     assert "eve@example.com" not in json.dumps(attempt(redis_client, delivery_id, 1))

@@ -35,6 +35,7 @@ ALLOWED_DELIVERY_MOVES = {
 ALLOWED_ATTEMPT_MOVES = {
     (A.SCHEDULED, A.IN_PROGRESS),
     (A.SCHEDULED, A.TIMED_OUT),
+    (A.SCHEDULED, A.RENDER_FAILED),
     (A.IN_PROGRESS, A.PROVIDER_ACCEPTED),
     (A.IN_PROGRESS, A.PROVIDER_REJECTED),
     (A.IN_PROGRESS, A.TRANSPORT_FAILED),
@@ -60,6 +61,9 @@ def test_the_states_are_exactly_those_of_the_design() -> None:
         "provider_rejected",
         "transport_failed",
         "timed_out",
+        # Beyond the design's list: a render failure contacted no provider,
+        # so it is not `provider_rejected`.
+        "render_failed",
     ]
 
 

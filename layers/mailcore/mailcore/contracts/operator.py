@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailcore.domain.model import Attempt, Delivery
+from mailcore.domain.states import AttemptStatus
 
 REDACTED = "[redacted]"
 DEFAULT_PAGE_SIZE = 50
@@ -127,9 +128,15 @@ class AttemptView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     attempt_no: int
-    status: str
+    status: str = Field(
+        description="One of "
+        + ", ".join(f"`{status}`" for status in AttemptStatus)
+        + "; `render_failed`: the message could not be rendered, no provider was contacted."
+    )
     outcome: str | None
-    summary: str | None = Field(description="The provider's answer, redacted.")
+    summary: str | None = Field(
+        description="The provider's answer, redacted (for `render_failed`, why rendering failed)."
+    )
     failure_code: str | None
     scheduled_for_ms: int
     started_at_ms: int | None

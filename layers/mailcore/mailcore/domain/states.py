@@ -24,11 +24,12 @@ class DeliveryStatus(StrEnum):
 
 class AttemptStatus(StrEnum):
     SCHEDULED = "scheduled"
-    IN_PROGRESS = "in_progress"
+    IN_PROGRESS = "in_progress"  # rendered and handed to the provider
     PROVIDER_ACCEPTED = "provider_accepted"
     PROVIDER_REJECTED = "provider_rejected"
     TRANSPORT_FAILED = "transport_failed"
     TIMED_OUT = "timed_out"
+    RENDER_FAILED = "render_failed"  # the message could not be built: no provider was contacted
 
 
 class ProviderOutcome(StrEnum):
@@ -74,9 +75,11 @@ DELIVERY_TRANSITIONS: Mapping[DeliveryStatus, frozenset[DeliveryStatus]] = {
 
 _A = AttemptStatus
 ATTEMPT_TRANSITIONS: Mapping[AttemptStatus, frozenset[AttemptStatus]] = {
-    # A scheduled attempt is claimed by a worker; recovery of a delivery whose
-    # claim expired before the attempt started times it out.
-    _A.SCHEDULED: frozenset({_A.IN_PROGRESS, _A.TIMED_OUT}),
+    # A scheduled attempt is claimed by a worker, which renders it: it goes
+    # on to the provider, or ends there when the message cannot be built.
+    # Recovery of a delivery whose claim expired before the attempt started
+    # times it out.
+    _A.SCHEDULED: frozenset({_A.IN_PROGRESS, _A.RENDER_FAILED, _A.TIMED_OUT}),
     _A.IN_PROGRESS: frozenset(
         {_A.PROVIDER_ACCEPTED, _A.PROVIDER_REJECTED, _A.TRANSPORT_FAILED, _A.TIMED_OUT}
     ),
@@ -84,6 +87,7 @@ ATTEMPT_TRANSITIONS: Mapping[AttemptStatus, frozenset[AttemptStatus]] = {
     _A.PROVIDER_REJECTED: frozenset(),
     _A.TRANSPORT_FAILED: frozenset(),
     _A.TIMED_OUT: frozenset(),
+    _A.RENDER_FAILED: frozenset(),
 }
 
 TERMINAL_DELIVERY_STATUSES = frozenset(s for s, nxt in DELIVERY_TRANSITIONS.items() if not nxt)

@@ -114,7 +114,12 @@ class AttemptExecutor:
             )
             if started.verdict is StartVerdict.REFUSED:
                 return replace(report, skipped=started.reason)
-            return replace(report, outcome="render_failed", status="failed")
+            return replace(
+                report,
+                outcome="render_failed",
+                attempt_status=AttemptStatus.RENDER_FAILED,
+                status="failed",
+            )
 
         started = self._store.start(
             claim,

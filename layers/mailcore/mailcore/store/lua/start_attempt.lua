@@ -21,12 +21,10 @@ if tonumber(d[3]) < now then return {'refused', 'claim_expired'} end
 if d[4] ~= ARGV[3] then return {'refused', 'not_the_current_attempt'} end
 local attempt_status = redis.call('HGET', KEYS[2], 'status')
 if attempt_status ~= 'scheduled' then return {'refused', 'attempt_already_started'} end
-if not can_move(ATTEMPT_MOVES, 'scheduled', 'in_progress') then
-  return {'refused', 'forbidden_transition'}
-end
 
 if ARGV[4] == 'rendered' then
-  if not (can_move(DELIVERY_MOVES, d[1], 'rendered')
+  if not (can_move(ATTEMPT_MOVES, 'scheduled', 'in_progress')
+      and can_move(DELIVERY_MOVES, d[1], 'rendered')
       and can_move(DELIVERY_MOVES, 'rendered', 'sending')) then
     return {'refused', 'forbidden_transition'}
   end
@@ -52,13 +50,14 @@ if ARGV[4] == 'rendered' then
   return {'started'}
 end
 
--- The template could not be rendered: the attempt ends before any provider
--- saw it, and the delivery fails for good (retrying renders the same way).
-if not (can_move(ATTEMPT_MOVES, 'in_progress', 'provider_rejected')
+-- The template could not be rendered: the attempt ends `render_failed` before
+-- any provider saw it, and the delivery fails for good (retrying renders the
+-- same way).
+if not (can_move(ATTEMPT_MOVES, 'scheduled', 'render_failed')
     and can_move(DELIVERY_MOVES, d[1], 'failed')) then
   return {'refused', 'forbidden_transition'}
 end
-redis.call('HSET', KEYS[2], 'status', 'provider_rejected', 'outcome', 'permanent_failure',
+redis.call('HSET', KEYS[2], 'status', 'render_failed', 'outcome', 'permanent_failure',
   'failure_code', 'render_failed', 'summary', ARGV[7], 'started_at_ms', ARGV[2],
   'finished_at_ms', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[9])
