@@ -98,8 +98,11 @@ def build_app(
     @app.get(
         f"{PREFIX}/deliveries/<delivery_id>/attempts",
         summary="A delivery's attempts, oldest first",
+        description="Attempts are kept MAIL_ATTEMPT_TTL after they finish, longer than their "
+        "delivery (MAIL_DELIVERY_TTL): they are answered as long as any is kept, also after "
+        "the delivery itself has expired. 404 when neither is left.",
         responses={
-            **documented_ok(AttemptList, "The delivery's attempts."),
+            **documented_ok(AttemptList, "The delivery's attempts still kept."),
             **documented_errors(*COMMON_ERRORS, ErrorCode.NOT_FOUND),
         },
     )

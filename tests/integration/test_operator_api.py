@@ -16,12 +16,16 @@ import redis
 
 from mailcore.config import Settings
 from mailcore.domain.model import Attempt, Delivery, Envelope, PayloadMode, Source
-from mailcore.domain.states import AttemptStatus, DeliveryStatus
+from mailcore.domain.states import AttemptStatus, DeliveryStatus, ProviderOutcome
+from mailcore.providers.stub import StubProvider
 from mailcore.store.keys import RedisKeys
 from mailcore.store.redis_store import RedisDeliveryStore
 from tests.support.api_events import api_event, body_of, header
+from tests.support.fakes import SMTP_MODE_ENV
+from tests.support.faults import eventually
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.partitions import CONTROL, home_keys
+from tests.support.pipeline import Pipeline
 from tests.support.redis_backend import RedisBackend
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -419,6 +423,72 @@ def test_attempts_come_oldest_first_with_redacted_summaries(
         (2, "scheduled"),
     ]
     assert items[0]["outcome"] == "transient_failure"
+
+
+def attempts_of(api: Invoke, delivery_id: str) -> dict[str, Any]:
+    return api(
+        api_event(
+            "GET",
+            f"{BASE}/deliveries/{{delivery_id}}/attempts",
+            path_parameters={"delivery_id": delivery_id},
+        )
+    )
+
+
+def test_attempts_stay_readable_after_their_delivery_expires(
+    api: Invoke,
+    aws: Any,
+    attempt_queue_url: str,
+    redis_server: RedisBackend,
+    redis_client: redis.Redis,
+) -> None:
+    # Given a delivery sent on its second attempt by the real worker, on a
+    # deployment that keeps settled deliveries 300 ms and attempts 90 days
+    settings = Settings.from_environ(
+        {
+            **redis_server.environ(),
+            **SMTP_MODE_ENV,
+            "MAIL_ATTEMPT_QUEUE_URL": attempt_queue_url,
+            "MAIL_DELIVERY_TTL": "300ms",
+            "MAIL_ATTEMPT_TTL": "2160h",
+        }
+    )
+    pipeline = Pipeline(settings, aws, StubProvider([ProviderOutcome.TRANSIENT_FAILURE]))
+    delivery_id = pipeline.accept_login_code()
+    pipeline.run_ladder(1)
+    keys = home_keys(redis_client, delivery_id)
+
+    # When the delivery has expired
+    eventually(lambda: not redis_client.exists(keys.delivery(delivery_id)), 5, "the expiry")
+    assert (
+        api(
+            api_event(
+                "GET",
+                f"{BASE}/deliveries/{{delivery_id}}",
+                path_parameters={"delivery_id": delivery_id},
+            )
+        )["statusCode"]
+        == 404
+    )
+
+    # Then its attempts are still answered, oldest first
+    answer = attempts_of(api, delivery_id)
+    assert answer["statusCode"] == 200, answer["body"]
+    assert [(a["attempt_no"], a["status"]) for a in body_of(answer)["items"]] == [
+        (1, "provider_rejected"),
+        (2, "provider_accepted"),
+    ]
+
+    # And when the older attempt has expired too, the newer one still is
+    redis_client.delete(keys.attempt(delivery_id, 1))
+    items = body_of(attempts_of(api, delivery_id))["items"]
+    assert [(a["attempt_no"], a["status"]) for a in items] == [(2, "provider_accepted")]
+
+    # And once none is left, the id is unknown
+    redis_client.delete(keys.attempt(delivery_id, 2))
+    answer = attempts_of(api, delivery_id)
+    assert answer["statusCode"] == 404
+    assert body_of(answer)["error"]["code"] == "not_found"
 
 
 def test_malformed_commands_and_dead_letters_are_listed_newest_first(

@@ -341,7 +341,14 @@ class DeliveryQueries(Protocol):
 
     def delivery(self, delivery_id: str) -> Delivery | None: ...
 
-    def attempts(self, delivery_id: str, attempt_count: int) -> list[Attempt]: ...
+    def attempts(self, delivery_id: str, attempt_count: int | None) -> list[Attempt]:
+        """The delivery's attempts still kept, oldest first.
+
+        ``attempt_count`` is the delivery's, or None when the delivery has
+        expired: attempts are kept longer (``MAIL_ATTEMPT_TTL``), and are
+        then found by their own keys.
+        """
+        ...
 
     def deliveries(
         self, filters: DeliveryFilters, limit: int, cursor: str | None

@@ -70,8 +70,17 @@ class OperatorService:
         return DeliveryView.of(self._delivery(delivery_id))
 
     def attempts(self, delivery_id: str) -> AttemptList:
-        delivery = self._delivery(delivery_id)
-        attempts = self._queries.attempts(delivery_id, delivery.attempt_count)
+        """A delivery's attempts, as long as any is kept.
+
+        Attempts outlive their delivery (``MAIL_ATTEMPT_TTL`` is longer than
+        ``MAIL_DELIVERY_TTL`` by default): an expired delivery's attempts are
+        still answered; only when neither is left is the id unknown.
+        """
+        delivery = self._queries.delivery(delivery_id)
+        count = delivery.attempt_count if delivery is not None else None
+        attempts = self._queries.attempts(delivery_id, count)
+        if delivery is None and not attempts:
+            raise NotFound(f"no delivery {delivery_id}")
         return AttemptList(items=[AttemptView.of(a) for a in attempts])
 
     def malformed_command(self, stream_entry_id: str) -> MalformedCommandView:

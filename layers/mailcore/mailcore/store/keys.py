@@ -134,7 +134,7 @@ def key_catalog(keys: RedisKeys | None = None) -> list[KeySpec]:
         KeySpec(
             f"{k.prefix}attempt:<delivery_id>:<attempt_no>",
             "hash",
-            "none while live",
+            "none while live; `MAIL_ATTEMPT_TTL` from when it finished",
             "one attempt of a delivery, numbered from 1",
         ),
         KeySpec(

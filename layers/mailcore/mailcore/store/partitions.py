@@ -52,7 +52,7 @@ from mailcore.ports import (
 from mailcore.store.attempt_store import RedisAttemptStore
 from mailcore.store.index_maintenance import RedisIndexMaintenance
 from mailcore.store.keys import CONTROL_PARTITION, RedisKeys, in_any_partition, partition_of
-from mailcore.store.queries import Position, RedisQueries, Walk
+from mailcore.store.queries import ATTEMPT_PROBE, Position, RedisQueries, Walk
 from mailcore.store.redis_store import RedisDeliveryStore, translate_errors
 
 
@@ -305,8 +305,11 @@ class PartitionedQueries:
         home = self._home_of(delivery_id)
         return None if home is None else home.delivery(delivery_id)
 
-    def attempts(self, delivery_id: str, attempt_count: int) -> list[Attempt]:
-        home = self._home_of(delivery_id)
+    def attempts(self, delivery_id: str, attempt_count: int | None) -> list[Attempt]:
+        if attempt_count is None:
+            home = self._home_of_attempts(delivery_id)
+        else:
+            home = self._home_of(delivery_id)
         return [] if home is None else home.attempts(delivery_id, attempt_count)
 
     def deliveries(
@@ -352,6 +355,23 @@ class PartitionedQueries:
             found = pipe.execute()
         for queries, exists in zip(self._partitions, found, strict=True):
             if exists:
+                return queries
+        return None
+
+    def _home_of_attempts(self, delivery_id: str) -> RedisQueries | None:
+        """The partition keeping attempts of an expired delivery: one round, one EXISTS each.
+
+        Each partition is asked for the attempt numbers its reader would
+        look at first (their keys share the partition's slot).
+        """
+        numbers = range(1, ATTEMPT_PROBE + 1)
+        with translate_errors():
+            pipe = self._client.pipeline(transaction=False)
+            for keys in self._keys:
+                pipe.exists(*(keys.attempt(delivery_id, n) for n in numbers))
+            found = pipe.execute()
+        for queries, count in zip(self._partitions, found, strict=True):
+            if count:
                 return queries
         return None
 

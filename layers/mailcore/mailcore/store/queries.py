@@ -30,6 +30,12 @@ from mailcore.store.redis_store import translate_errors
 # filters match rarely.
 SCAN_FACTOR = 20
 CHUNK = 100
+# Attempts of an expired delivery are read this many numbers at a time, on to
+# the next chunk while the chunk's last one exists. Those still kept are the
+# newest ones (each expires MAIL_ATTEMPT_TTL after it finished, so in order),
+# and a delivery has one more attempt than the retry ladder has steps: one
+# chunk covers it unless the ladder is longer than this.
+ATTEMPT_PROBE = 16
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -83,13 +89,24 @@ class RedisQueries:
             fields = cast(dict[str, str], self._client.hgetall(self._keys.delivery(delivery_id)))
         return delivery_from_fields(fields) if fields else None
 
-    def attempts(self, delivery_id: str, attempt_count: int) -> list[Attempt]:
-        """Attempts 1..attempt_count, oldest first (expired ones are gone)."""
+    def attempts(self, delivery_id: str, attempt_count: int | None) -> list[Attempt]:
+        """Attempts 1..attempt_count, oldest first (expired ones are gone).
+
+        Without the count (the delivery expired before its attempts did),
+        attempts are read from number 1 on, a chunk at a time, up to the
+        first chunk whose last number holds nothing.
+        """
+        k = self._keys
         with translate_errors():
-            pipe = self._client.pipeline(transaction=False)
-            for number in range(1, attempt_count + 1):
-                pipe.hgetall(self._keys.attempt(delivery_id, number))
-            records = cast(list[dict[str, str]], pipe.execute())
+            if attempt_count is not None:
+                numbers = range(1, attempt_count + 1)
+                records = self._hashes([k.attempt(delivery_id, n) for n in numbers])
+            else:
+                records = []
+                while not records or records[-1]:
+                    first = len(records) + 1
+                    numbers = range(first, first + ATTEMPT_PROBE)
+                    records += self._hashes([k.attempt(delivery_id, n) for n in numbers])
         return [attempt_from_fields(record) for record in records if record]
 
     def deliveries(
