@@ -592,6 +592,11 @@ def test_the_handler_logs_each_entry_and_counts_outcomes_without_secrets(
     accepted = publish(redis_client, command(1, mode="template"))
     publish(redis_client, command(1, mode="template"))
     bad = publish(redis_client, command(2, mode="template", payload=template_payload(locale="?")))
+    # And one reusing the first one's idempotency key, and one naming no delivery
+    conflict = publish(redis_client, command(3, idempotency_key="notification:intent-1"))
+    nameless = publish(
+        redis_client, {k: v for k, v in command(4).items() if k not in {"delivery_id", "source"}}
+    )
 
     # When the handler runs in its own process, as in Lambda
     answers, printed = invoke_in_fresh_process(
@@ -604,7 +609,7 @@ def test_the_handler_logs_each_entry_and_counts_outcomes_without_secrets(
 
     # Then its answer sums the run up
     assert answers[0]["accepted"] == 1
-    assert (answers[0]["duplicates"], answers[0]["malformed"]) == (1, 1)
+    assert (answers[0]["duplicates"], answers[0]["malformed"]) == (1, 3)
     # And each entry has a JSON log line with its identifiers
     lines = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     logged = {line.get("stream_entry_id"): line for line in lines if "stream_entry_id" in line}
@@ -612,6 +617,16 @@ def test_the_handler_logs_each_entry_and_counts_outcomes_without_secrets(
     assert logged[accepted]["source"] == "notification"
     assert logged[accepted]["template_id"] == "account.password_reset"
     assert logged[bad]["failure_code"] == "invalid_payload"
+    # And a malformed entry's line names the delivery and source it gave, if any
+    assert (logged[bad]["delivery_id"], logged[bad]["source"]) == ("notif-000002", "notification")
+    assert logged[conflict]["failure_code"] == "idempotency_conflict"
+    assert (logged[conflict]["delivery_id"], logged[conflict]["source"]) == (
+        "notif-000003",
+        "notification",
+    )
+    assert logged[nameless]["failure_code"] == "missing_field"
+    assert "delivery_id" not in logged[nameless]
+    assert "source" not in logged[nameless]
     # And the outcomes are counted as EMF metrics
     metrics = {
         name: value
@@ -622,6 +637,6 @@ def test_the_handler_logs_each_entry_and_counts_outcomes_without_secrets(
     }
     assert metrics["GenericDeliveriesAccepted"] == [1.0]
     assert metrics["DuplicateCommands"] == [1.0]
-    assert metrics["MalformedCommands"] == [1.0]
+    assert metrics["MalformedCommands"] == [3.0]
     # And no secret variable's value is anywhere in the output
     assert "tok-SECRET-7781" not in printed

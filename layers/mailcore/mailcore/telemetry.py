@@ -128,9 +128,13 @@ class StreamPollTelemetry(_StoreTrouble):
         verdicts = Counter(entry.verdict for entry in handled)
         for entry in handled:
             if entry.verdict is EntryVerdict.MALFORMED:
+                # delivery_id and source as the entry gave them (absent ones
+                # are left out); never its payload or variables.
                 self._logger.warning(
                     "malformed stream command recorded",
                     stream_entry_id=entry.stream_entry_id,
+                    delivery_id=entry.delivery_id,
+                    source=entry.source,
                     failure_code=entry.failure_code,
                     reason=entry.failure_message,
                 )

@@ -129,17 +129,21 @@ class _Step:
         assert self.answer is not None
         answer, self.answer = self.answer, None
         result = answer()
-        messages = {
-            i.stream_entry_id: i.message for i in self.items if isinstance(i, MalformedCommand)
-        }
+        refused = {i.stream_entry_id: i for i in self.items if isinstance(i, MalformedCommand)}
+        messages = {entry_id: item.message for entry_id, item in refused.items()}
         for entry_result in result.entries:
             command = self.commands.get(entry_result.stream_entry_id)
+            # An entry refused undecoded still says in its (truncated) fields
+            # which delivery and producer it was meant for, if it named them.
+            undecoded = None if command else refused.get(entry_result.stream_entry_id)
+            raw = undecoded.raw_fields if undecoded else {}
             handled.append(
                 HandledEntry(
                     stream_entry_id=entry_result.stream_entry_id,
                     verdict=entry_result.verdict,
-                    delivery_id=entry_result.delivery_id,
-                    source=command.source if command else None,
+                    delivery_id=entry_result.delivery_id
+                    or (command.delivery_id if command else raw.get("delivery_id") or None),
+                    source=command.source if command else raw.get("source") or None,
                     template_id=command.template_id if command else None,
                     failure_code=entry_result.failure_code,
                     failure_message=messages.get(
