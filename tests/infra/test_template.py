@@ -244,6 +244,41 @@ def test_service_metric_alarms_match_what_the_code_emits() -> None:
             assert props["Dimensions"] == [{"Name": "service", "Value": SERVICE_NAME}]
 
 
+def dashboard_metrics() -> list[list[str]]:
+    """Every metric row of the dashboard, CloudWatch's "." and "..." shorthands expanded."""
+    body = RESOURCES["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    document = json.loads(re.sub(r"\$\{[^}]+\}", "substituted", body))
+    rows: list[list[str]] = []
+    for widget in document["widgets"]:
+        previous: list[str] = []
+        for row in widget["properties"]["metrics"]:
+            values = [value for value in row if not isinstance(value, dict)]
+            if values[0] == "...":  # the previous row, with its last values replaced
+                values = previous[: len(previous) - len(values) + 1] + values[1:]
+            else:  # "." repeats the previous row's value at that place
+                values = [previous[n] if value == "." else value for n, value in enumerate(values)]
+            rows.append(values)
+            previous = values
+    return rows
+
+
+def test_the_dashboard_shows_only_metrics_the_code_emits_with_its_dimensions() -> None:
+    from mailcore.domain.states import DeliveryStatus
+    from mailcore.telemetry import METRICS_NAMESPACE, SERVICE_NAME, STATUS_DIMENSION, Metric
+
+    ours = [row for row in dashboard_metrics() if row[0] == METRICS_NAMESPACE]
+    assert ours
+    for _, name, *dimensions in ours:
+        assert name in {m.value for m in Metric}, name
+        pairs = dict(zip(dimensions[::2], dimensions[1::2], strict=True))
+        if name == Metric.DELIVERIES_BY_STATUS:
+            assert pairs.keys() == {"service", STATUS_DIMENSION}
+            assert pairs[STATUS_DIMENSION] in {s.value for s in DeliveryStatus}
+        else:
+            assert pairs.keys() == {"service"}
+        assert pairs["service"] == SERVICE_NAME
+
+
 def test_the_oldest_scheduled_age_alarm_sits_above_the_retry_ladder() -> None:
     from mailcore.config import Settings
 

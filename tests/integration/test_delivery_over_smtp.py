@@ -15,6 +15,7 @@ import redis
 from mailcore.composition import build_provider, build_stream_poller
 from mailcore.config import Settings
 from mailcore.domain.model import Source
+from mailcore.domain.states import DeliveryStatus
 from tests.support.commands import (
     LOGO_BYTES,
     PDF_BYTES,
@@ -277,9 +278,53 @@ def test_the_scheduler_handler_dispatches_due_work_when_ticked(
     metrics = [json.loads(line) for line in printed.splitlines() if line.startswith('{"_aws"')]
     names = {m["Name"] for line in metrics for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert {"AttemptScheduleDepth", "AttemptScheduleOldestAge"} <= names
+    # And how many deliveries each status held when it looked (before claiming):
+    # one gauge per status, every partition added up
+    by_status = {
+        line["status"]: line["DeliveriesByStatus"]
+        for line in metrics
+        if "DeliveriesByStatus" in line
+    }
+    assert set(by_status) == {str(status) for status in DeliveryStatus}
+    assert by_status["queued"] == [1.0]
+    assert by_status["sent"] == [0.0]
     pipeline.work()
     assert status(redis_client, "notif-000005") == "sent"
     assert len(server.received) == 1
+
+
+def test_the_attempt_worker_handler_counts_an_attempt_that_timed_out(
+    smtp_server: SmtpServerFactory,
+    make_pipeline: MakePipeline,
+    redis_server: RedisBackend,
+    redis_client: redis.Redis,
+    attempt_queue_url: str,
+    tmp_path: Path,
+) -> None:
+    # Given a claimed login code, and a server that stalls past the 1 s SMTP timeout
+    server = smtp_server()
+    server.script(Stall(2.5))
+    pipeline = make_pipeline(server)
+    delivery_id = pipeline.accept_login_code()
+    [message] = pipeline.queued_messages()
+    event = json.loads((REPO_ROOT / "events" / "attempt_worker_sqs_batch.json").read_text())
+    record = {**event["Records"][0], "body": message["Body"], "messageId": message["MessageId"]}
+
+    # When the attempt worker handles it in its own process
+    environment = smtp_environment(redis_server, server, attempt_queue_url)
+    answers, printed = invoke_in_fresh_process(
+        "attempt_worker", tmp_path, environment, [{"Records": [record]}]
+    )
+
+    # Then the attempt ended timed_out and waits for its retry
+    assert answers == [{"batchItemFailures": []}]
+    assert attempt(redis_client, delivery_id, 1)["status"] == "timed_out"
+    assert status(redis_client, delivery_id) == "queued"
+    # And the worker counted it among its EMF metrics
+    lines = [json.loads(line) for line in printed.splitlines() if line.startswith('{"_aws"')]
+    counted = {name: line[name] for line in lines for name in line if name[:1].isupper()}
+    assert counted["AttemptsTimedOut"] == [1.0]
+    assert counted["AttemptsTransientFailures"] == [1.0]
 
 
 def test_the_attempt_worker_handler_skips_claims_it_does_not_hold(

@@ -36,6 +36,17 @@ class ExpiredClaims:
         return []
 
 
+class CountedPartition(ExpiredClaims):
+    """A partition with nothing to recover and these deliveries per status."""
+
+    def __init__(self, by_status: dict[str, int]) -> None:
+        super().__init__(0)
+        self.by_status = by_status
+
+    def stats(self, now_ms: int) -> ScheduleStats:
+        return ScheduleStats(depth=1, oldest_due_age_ms=5, claimed=2, by_status=self.by_status)
+
+
 class NoQueue:
     def send(self, claims: Sequence[ClaimedAttempt]) -> list[ClaimedAttempt]:
         return []
@@ -44,12 +55,13 @@ class NoQueue:
 class Observer:
     def __init__(self) -> None:
         self.recovered_batches: list[int] = []
+        self.stats: list[ScheduleStats] = []
 
     def recovered(self, recoveries: list[tuple[str, str]]) -> None:
         self.recovered_batches.append(len(recoveries))
 
     def schedule_stats(self, stats: ScheduleStats) -> None:
-        pass
+        self.stats.append(stats)
 
     def store_unavailable(self, error: StoreUnavailable) -> None:
         pass
@@ -152,3 +164,31 @@ def test_the_schedule_gauges_include_the_claims_in_flight() -> None:
         Metric.OLDEST_SCHEDULED_AGE: 3_000,
         Metric.CLAIMS_IN_FLIGHT: 200,
     }
+
+
+def test_the_deliveries_per_status_are_added_up_over_the_partitions() -> None:
+    # Given two partitions' status indexes
+    partitions = [
+        CountedPartition({"queued": 3, "sending": 1, "sent": 40, "failed": 0}),
+        CountedPartition({"queued": 2, "sending": 0, "sent": 2, "failed": 0}),
+    ]
+    clock = FixedClock()
+    stores = cast(Any, partitions)
+    observer = Observer()
+
+    # When one scheduler turn reads the gauges
+    Scheduler(
+        stores,
+        Dispatcher(stores, NoQueue(), clock, timedelta(seconds=45), 200),
+        CountingLease(),
+        observer,
+        clock,
+        poll_interval_ms=250,
+        claims_per_poll=40,
+        sleep=lambda _: None,
+    ).run(calls_left(2))
+
+    # Then each status is the sum over the partitions, and a status at zero says so
+    [stats] = observer.stats
+    assert stats.by_status == {"queued": 5, "sending": 1, "sent": 42, "failed": 0}
+    assert (stats.depth, stats.oldest_due_age_ms, stats.claimed) == (2, 5, 4)

@@ -7,7 +7,7 @@ in-memory fakes and the Lambda composition roots hand them Redis adapters.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
 from enum import StrEnum
@@ -256,6 +256,10 @@ class ScheduleStats:
     depth: int  # deliveries waiting in the schedule
     oldest_due_age_ms: int  # how overdue the most overdue one is (0 when none is due)
     claimed: int  # deliveries handed to workers right now
+    # Deliveries per status, from the status indexes: exact for the live
+    # statuses; a settled one counts until it expires (MAIL_DELIVERY_TTL) and
+    # the cleanup removes its index member.
+    by_status: Mapping[str, int] = field(default_factory=dict)
 
 
 class ClaimedAttemptSteps(Protocol):

@@ -12,9 +12,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from mailcore.contracts.errors import ErrorCode
+from mailcore.domain.states import AttemptStatus
 from mailcore.errors import StoreUnavailable
 from mailcore.ports import ClaimedAttempt, EntryVerdict, ScheduleStats
 
@@ -56,6 +57,16 @@ class Metric(StrEnum):
     SCHEDULE_DEPTH = "AttemptScheduleDepth"
     OLDEST_SCHEDULED_AGE = "AttemptScheduleOldestAge"
     CLAIMS_IN_FLIGHT = "AttemptClaimsInFlight"
+    DELIVERIES_BY_STATUS = "DeliveriesByStatus"  # one gauge per `status` dimension
+    ATTEMPTS_TIMED_OUT = "AttemptsTimedOut"
+
+
+# The dimension of DeliveriesByStatus, besides the service.
+STATUS_DIMENSION = "status"
+# What recover_claims.lua reports for a claim whose attempt it ended
+# `timed_out` (the delivery retried or dead-lettered); `rescheduled` and
+# `cleared` end no attempt.
+TIMED_OUT_RECOVERIES = frozenset({"retry", "dead_letter"})
 
 
 _OUTCOME_METRICS = {
@@ -197,6 +208,8 @@ class AttemptTelemetry:
             self._metrics.add_metric(_OUTCOME_METRICS[report.outcome], MetricUnit.Count, 1)
         if report.status in _STATUS_METRICS:
             self._metrics.add_metric(_STATUS_METRICS[report.status], MetricUnit.Count, 1)
+        if report.attempt_status == AttemptStatus.TIMED_OUT:
+            self._metrics.add_metric(Metric.ATTEMPTS_TIMED_OUT, MetricUnit.Count, 1)
         if report.locale_fallback_used:
             self._metrics.add_metric(Metric.LOCALE_FALLBACKS, MetricUnit.Count, 1)
         if report.duration_ms is not None:
@@ -226,6 +239,9 @@ class SchedulerTelemetry(_StoreTrouble):
         dead = sum(1 for _, what in recoveries if what == "dead_letter")
         if dead:
             self._metrics.add_metric(Metric.DEAD_LETTERS, MetricUnit.Count, dead)
+        timed_out = sum(1 for _, what in recoveries if what in TIMED_OUT_RECOVERIES)
+        if timed_out:
+            self._metrics.add_metric(Metric.ATTEMPTS_TIMED_OUT, MetricUnit.Count, timed_out)
 
     def schedule_stats(self, stats: ScheduleStats) -> None:
         self._metrics.add_metric(Metric.SCHEDULE_DEPTH, MetricUnit.Count, stats.depth)
@@ -235,3 +251,24 @@ class SchedulerTelemetry(_StoreTrouble):
         # Claimed attempts not finished yet; the bounded dispatchers keep it
         # at or below MAIL_MAX_CLAIMS_IN_FLIGHT (login codes may go past it).
         self._metrics.add_metric(Metric.CLAIMS_IN_FLIGHT, MetricUnit.Count, stats.claimed)
+        if stats.by_status:
+            self._deliveries_by_status(stats.by_status)
+
+    def _deliveries_by_status(self, counts: Mapping[str, int]) -> None:
+        """One EMF line per status, written at once.
+
+        A dimension applies to a whole metric set, so each status value needs
+        a set of its own, with the dimensions the function's other metrics have.
+        """
+        dimensions = dict(self._metrics.default_dimensions)
+        if self._metrics.service:
+            dimensions.setdefault("service", self._metrics.service)
+        for status, count in counts.items():
+            with single_metric(
+                name=Metric.DELIVERIES_BY_STATUS,
+                unit=MetricUnit.Count,
+                value=count,
+                namespace=self._metrics.namespace,
+                default_dimensions=dimensions,
+            ) as metric:
+                metric.add_dimension(STATUS_DIMENSION, status)

@@ -290,12 +290,16 @@ class RedisAttemptStore:
     # -- gauges -------------------------------------------------------------------------
 
     def stats(self, now_ms: int) -> ScheduleStats:
+        """The schedule's gauges and the deliveries per status: one round trip of O(1) reads."""
         k = self._keys
         with translate_errors():
             pipe = self._client.pipeline(transaction=False)
             pipe.zcard(k.attempt_schedule())
             pipe.zrange(k.attempt_schedule(), 0, 0, withscores=True)
             pipe.zcard(k.claims())
-            depth, oldest, claimed = pipe.execute()
+            for status in DeliveryStatus:
+                pipe.zcard(k.index_status(status))
+            depth, oldest, claimed, *per_status = pipe.execute()
         oldest_age = max(0, now_ms - int(oldest[0][1])) if oldest else 0
-        return ScheduleStats(int(depth), oldest_age, int(claimed))
+        by_status = {str(s): int(n) for s, n in zip(DeliveryStatus, per_status, strict=True)}
+        return ScheduleStats(int(depth), oldest_age, int(claimed), by_status)
