@@ -130,10 +130,11 @@ def test_conflicts_within_one_batch_are_decided_in_stream_order(
     assert [(h.verdict, h.failure_code, h.delivery_id) for h in result.handled] == [
         (EntryVerdict.CREATED, None, "notif-000001"),
         (EntryVerdict.DUPLICATE, None, "notif-000001"),
-        (EntryVerdict.MALFORMED, "idempotency_conflict", None),
-        (EntryVerdict.MALFORMED, "delivery_id_conflict", None),
+        # a refused entry keeps the delivery id it named (for the log line)
+        (EntryVerdict.MALFORMED, "idempotency_conflict", "notif-000001"),
+        (EntryVerdict.MALFORMED, "delivery_id_conflict", "notif-000001"),
         (EntryVerdict.CREATED, None, "notif-000002"),
-        (EntryVerdict.MALFORMED, "invalid_json", None),
+        (EntryVerdict.MALFORMED, "invalid_json", "notif-000003"),
     ]
     assert record_of(redis_client, "1-6")["failure_code"] == "invalid_json"
     assert record_of(redis_client, "1-4")["failure_message"] == (

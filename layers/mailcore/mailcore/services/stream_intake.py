@@ -58,6 +58,7 @@ class HandledEntry:
 
     stream_entry_id: str
     verdict: EntryVerdict
+    # The delivery created or found; for a malformed entry, the id it named, if any.
     delivery_id: str | None = None
     source: str | None = None
     template_id: str | None = None
