@@ -73,6 +73,10 @@ class BadAnswer(MailctlError):
     """A success status whose body is not the JSON the API promises."""
 
 
+class UnsupportedUrl(MailctlError):
+    """An API URL mailctl will not open: only http and https are the API."""
+
+
 # --------------------------------------------------------------------------- decisions
 
 
@@ -151,6 +155,30 @@ def sign_request(
 # --------------------------------------------------------------------------- requests
 
 
+def http_only_opener() -> urllib.request.OpenerDirector:
+    """urllib's opener without its file:, ftp: and data: handlers.
+
+    ``urlopen`` would read ``file:///…`` as happily as ``https://…``; this one
+    knows HTTP and HTTPS only, so neither an API URL nor a redirect can make
+    mailctl read a local file or speak another protocol.
+    """
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),  # HTTPS_PROXY and friends, as urlopen honours them
+        urllib.request.UnknownHandler(),  # any other scheme: "unknown url type"
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+_OPENER = http_only_opener()
+
+
 @dataclass(frozen=True)
 class ApiResponse:
     status: int
@@ -201,6 +229,9 @@ class ApiClient:
         json_body: object = None,
         headers: Mapping[str, str] | None = None,
     ) -> ApiResponse:
+        problem = validate_api_url(self.base_url)
+        if problem is not None:
+            raise UnsupportedUrl(f"cannot call the API: {problem}")
         url = self.url_for(path, query)
         body = b""
         all_headers = {"Accept": "application/json", **(headers or {})}
@@ -211,7 +242,7 @@ class ApiClient:
             all_headers = self._signed(method, url, all_headers, body)
         # Not signed (botocore leaves it out of the signature anyway).
         all_headers["User-Agent"] = f"mailctl/{__version__}"
-        request = urllib.request.Request(  # noqa: S310 (the scheme is checked: http or https)
+        request = urllib.request.Request(  # noqa: S310 (checked above: http or https only)
             url,
             data=body if method != "GET" else None,
             headers=all_headers,
@@ -219,7 +250,7 @@ class ApiClient:
         )
         where = url.split("?", 1)[0]
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310
+            with _OPENER.open(request, timeout=self.timeout_s) as answer:
                 status = int(answer.status)
                 answer_headers = {name.lower(): value for name, value in answer.headers.items()}
                 raw = answer.read()

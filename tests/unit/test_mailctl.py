@@ -25,6 +25,7 @@ from botocore.credentials import Credentials, ReadOnlyCredentials
 from mailctl import cli, render
 from mailctl.client import (
     ApiClient,
+    UnsupportedUrl,
     api_error,
     region_from_url,
     resolve_region,
@@ -617,6 +618,21 @@ def test_an_unreachable_api_is_one_line_naming_the_url() -> None:
     assert (
         result.err == f"error: cannot reach {url}/api/v1/internal/deliveries: Connection refused\n"
     )
+
+
+def test_the_client_refuses_a_file_url_rather_than_read_the_file(tmp_path: Path) -> None:
+    # Given a client whose API URL is a file: URL, and a file where its route leads
+    route = tmp_path / "api" / "v1" / "internal" / "deliveries"
+    route.parent.mkdir(parents=True)
+    route.write_text(json.dumps({"items": [], "next_cursor": None}))
+    client = ApiClient(base_url=f"file://{tmp_path}")
+
+    # When it is asked to call the API
+    with pytest.raises(UnsupportedUrl) as refused:
+        client.get("/api/v1/internal/deliveries")
+
+    # Then it refuses, naming the URL and what it takes, and reads nothing
+    assert str(refused.value) == f"cannot call the API: not an http(s) URL: 'file://{tmp_path}'"
 
 
 def test_an_answer_that_is_not_json_is_an_error(api: CannedApi) -> None:
