@@ -37,6 +37,12 @@ BUILD = ROOT / ".aws-sam" / "build"
 TARGETS = "docs/performance.md"
 # What the Lambda Python 3.13 runtime ships (boto3 and botocore), pinned as in development.
 RUNTIME_PACKAGES = ["boto3==1.43.108"]
+# Placeholders, not a credential: the probe imports the handlers and never calls AWS.
+PLACEHOLDER_KEY = "cold-start"
+PLACEHOLDER_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": PLACEHOLDER_KEY,
+    "AWS_SECRET_ACCESS_KEY": PLACEHOLDER_KEY,
+}
 PROBE = (
     "import time, importlib, sys; started = time.perf_counter(); "
     "importlib.import_module(sys.argv[1]); "
@@ -112,8 +118,7 @@ def init_ms(python: Path, layer: Path, function: Path, module: str, runs: int) -
         "MAIL_REDIS_ADDR": "127.0.0.1:6379",
         "MAIL_ATTEMPT_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/attempts",
         "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_ACCESS_KEY_ID": "cold",
-        "AWS_SECRET_ACCESS_KEY": "start",
+        **PLACEHOLDER_CREDENTIALS,
         "POWERTOOLS_SERVICE_NAME": "mail",
         "POWERTOOLS_METRICS_NAMESPACE": "MailService",
         # Tracing on, as Lambda runs it with active tracing: the daemon's

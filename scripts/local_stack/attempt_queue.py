@@ -49,8 +49,9 @@ if TYPE_CHECKING:
     )
 
 QUEUE_PREFIX = "mail-local"
-# Any key works with moto; these keep real credentials away from a local fake.
-DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+# Any key works with moto; a placeholder keeps real credentials away from a local fake.
+PLACEHOLDER_KEY = "local"
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": PLACEHOLDER_KEY, "AWS_SECRET_ACCESS_KEY": PLACEHOLDER_KEY}
 LONG_POLL_S = 1  # short enough for a prompt stop; Lambda's own poller uses 20 s
 DRAIN_LIMIT_S = 15.0
 

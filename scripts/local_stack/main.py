@@ -429,7 +429,7 @@ def install_logging(log_format: logs.LogFormat) -> None:
 
 # --------------------------------------------------------------------------- the banner
 
-SECRET_SHOWN_AS = "***"  # noqa: S105 (a mask, not a password)
+SECRET_SHOWN_AS = "***"  # noqa: S105  # nosec B105  # a mask, not a password
 
 
 def changed_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -127,7 +127,8 @@ class _Step:
         self, handled: list[HandledEntry], created: list[tuple[int, str]]
     ) -> StreamBatchResult:
         """Wait for the answer; say what became of each entry."""
-        assert self.answer is not None
+        if self.answer is None:
+            raise RuntimeError("a stream step was settled before it was submitted")
         answer, self.answer = self.answer, None
         result = answer()
         refused = {i.stream_entry_id: i for i in self.items if isinstance(i, MalformedCommand)}

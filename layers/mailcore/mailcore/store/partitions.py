@@ -206,7 +206,8 @@ class PartitionedDeliveryStore:
 
 
 def _pending(item: PendingDelivery | MalformedCommand) -> PendingDelivery:
-    assert isinstance(item, PendingDelivery)
+    if not isinstance(item, PendingDelivery):
+        raise TypeError(f"stream entry {item.stream_entry_id} is malformed, not a pending delivery")
     return item
 
 
