@@ -53,12 +53,15 @@ EXCEPTION_CLASSES = {
     "GetParameterError": "aws_lambda_powertools.utilities.parameters.exceptions",
     "PartitionCountChanged": "mailcore.errors",
 }
-# Metrics and attributes that AWS publishes (AWS/SQS, AWS/Lambda), not us.
+# Metrics, attributes and record fields that AWS publishes (AWS/SQS,
+# AWS/Lambda, Lambda's invocation records), not us.
 AWS_NAMES = {
     "ApproximateAgeOfOldestMessage",
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesVisible",
     "ConcurrentExecutions",
+    "EventAgeExceeded",
+    "RetriesExhausted",
 }
 # Schema names of the AsyncAPI document (checked below).
 ASYNCAPI_NAMES = {"FailureCode"}
@@ -331,6 +334,43 @@ def test_the_iam_examples_grant_exactly_the_api_routes() -> None:
             method == route_method and fnmatchcase(concrete(route_path), pattern)
             for method, pattern in granted
         ), f"no example grants {route_method} {route_path}"
+
+
+# --------------------------------------------------------------------------- policy scan
+
+
+def template_suppressions() -> dict[tuple[str, str], str]:
+    """(check, resource) -> reason, for every `checkov: skip:` entry in the template."""
+    found = {}
+    for name, resource in TEMPLATE["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            found[(skip["id"], name)] = skip.get("comment", "")
+    return found
+
+
+def documented_suppressions() -> dict[tuple[str, str], str]:
+    """(check, resource) -> reason, from the deploy guide's table of suppressions."""
+    table = section(text_of(DEPLOY), "### Policy scan")
+    found: dict[tuple[str, str], str] = {}
+    rows = re.findall(r"^\| `(CKV\w+)` \| (.+?) \| (.+?) \|$", table, re.MULTILINE)
+    for check, resources, reason in rows:
+        for resource in CODE_SPAN.findall(resources):
+            assert (check, resource) not in found, f"{check} on {resource} is listed twice"
+            found[(check, resource)] = reason
+    return found
+
+
+def test_every_checkov_suppression_in_the_template_carries_its_reason() -> None:
+    suppressions = template_suppressions()
+    assert suppressions
+    for (check, resource), reason in suppressions.items():
+        assert re.fullmatch(r"CKV2?_AWS_\d+", check), (check, resource)
+        # A sentence a reviewer can weigh, not a placeholder
+        assert len(reason.split()) >= 8, (check, resource, reason)
+
+
+def test_the_deploy_guide_lists_every_checkov_suppression_with_the_same_reason() -> None:
+    assert documented_suppressions() == template_suppressions()
 
 
 # --------------------------------------------------------------------------- settings

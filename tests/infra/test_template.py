@@ -122,10 +122,151 @@ def test_every_mail_variable_the_template_sets_is_a_known_setting() -> None:
     assert mail_variables <= set(Settings.variable_names())
 
 
+LOG_GROUPS = {
+    name: resource["Properties"]
+    for name, resource in RESOURCES.items()
+    if resource["Type"] == "AWS::Logs::LogGroup"
+}
+ALARMS = {
+    name: resource["Properties"]
+    for name, resource in RESOURCES.items()
+    if resource["Type"] == "AWS::CloudWatch::Alarm"
+}
+QUEUES = {
+    name: resource["Properties"]
+    for name, resource in RESOURCES.items()
+    if resource["Type"] == "AWS::SQS::Queue"
+}
+
+
+def scheduled_functions() -> list[str]:
+    return sorted(
+        name
+        for name, properties in FUNCTIONS.items()
+        if any(event["Type"] == "Schedule" for event in properties.get("Events", {}).values())
+    )
+
+
 def test_every_function_keeps_its_logs_for_a_bounded_time() -> None:
     for properties in FUNCTIONS.values():
         group = RESOURCES[properties["LoggingConfig"]["LogGroup"]["Ref"]]
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_a_kms_key_given_encrypts_every_log_group_and_retention_bounds_each() -> None:
+    # Given the stack's log groups: one per function and the API's access log
+    assert len(LOG_GROUPS) == len(FUNCTIONS) + 1
+    assert TEMPLATE["Conditions"]["HasLogKmsKey"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "LogKmsKeyArn"}, ""]}]
+    }
+    for name, group in LOG_GROUPS.items():
+        # Then each is kept LogRetentionDays, and encrypted with LogKmsKeyArn when it is set
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+        assert group["KmsKeyId"] == {
+            "Fn::If": ["HasLogKmsKey", {"Ref": "LogKmsKeyArn"}, {"Ref": "AWS::NoValue"}]
+        }, name
+
+
+def test_the_log_key_parameter_takes_a_key_arn_or_nothing() -> None:
+    # CloudWatch Logs takes a key ARN only: CloudFormation refuses an alias or a bare id
+    parameter = TEMPLATE["Parameters"]["LogKmsKeyArn"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    for value in (
+        "",
+        "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws-cn:kms:cn-north-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+    ):
+        assert pattern.fullmatch(value), value
+    for value in (
+        "alias/mail-logs",
+        "arn:aws:kms:eu-west-1:123456789012:alias/mail-logs",
+        "1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:eu-west-1:1234:key/1234abcd",
+    ):
+        assert not pattern.fullmatch(value), value
+
+
+def test_every_queue_is_encrypted_at_rest() -> None:
+    assert set(QUEUES) >= {"AttemptQueue", "AttemptDeadLetterQueue", "ScheduledRunFailureQueue"}
+    for name, queue in QUEUES.items():
+        assert queue.get("SqsManagedSseEnabled") is True or queue.get("KmsMasterKeyId"), name
+
+
+def test_the_scheduled_functions_run_one_at_a_time() -> None:
+    # The lease-guarded poller and scheduler (and the cleanup) are singletons:
+    # a tick that meets a running one is throttled and retried, never run beside it
+    assert scheduled_functions() == ["CleanupFunction", "SchedulerFunction", "StreamPollerFunction"]
+    for name in scheduled_functions():
+        assert FUNCTIONS[name]["ReservedConcurrentExecutions"] == 1, name
+    for name in set(FUNCTIONS) - set(scheduled_functions()):
+        assert "ReservedConcurrentExecutions" not in FUNCTIONS[name], name
+
+
+@pytest.mark.parametrize("function", scheduled_functions())
+def test_a_failed_or_dropped_scheduled_run_reaches_an_alarmed_queue(function: str) -> None:
+    config = FUNCTIONS[function]["EventInvokeConfig"]
+    # A failed run is not run again, and a tick not started within a minute is
+    # dropped (the next one is due): neither piles up behind a stuck run
+    assert config["MaximumRetryAttempts"] == 0
+    assert config["MaximumEventAgeInSeconds"] == 60  # the least Lambda allows
+    # Either is recorded, with its error, in an encrypted queue that an alarm watches
+    destination = config["DestinationConfig"]["OnFailure"]
+    assert destination == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["ScheduledRunFailureQueue", "Arn"]},
+    }
+    queue = QUEUES["ScheduledRunFailureQueue"]
+    assert queue["SqsManagedSseEnabled"] is True
+    queue_name = {"Fn::GetAtt": ["ScheduledRunFailureQueue", "QueueName"]}
+    watched = [
+        alarm
+        for alarm in ALARMS.values()
+        if alarm.get("MetricName") == "ApproximateNumberOfMessagesVisible"
+        and alarm["Dimensions"] == [{"Name": "QueueName", "Value": queue_name}]
+    ]
+    assert [(a["Threshold"], a["ComparisonOperator"]) for a in watched] == [
+        (0, "GreaterThanThreshold")
+    ]
+    assert "ScheduledRunFailureQueueUrl" in TEMPLATE["Outputs"]
+
+
+# Every $context variable API Gateway may put in an access log line that would
+# carry what a caller sent rather than who sent it and what became of it.
+REQUEST_CONTENT = re.compile(
+    r"\$input|\$method|\$context\.requestOverride|\$context\.responseOverride"
+    r"|body|header|querystring|authorizer",
+    re.IGNORECASE,
+)
+
+
+def test_the_api_access_log_names_the_request_and_the_caller_and_never_a_body() -> None:
+    # Given the API stage's access log setting
+    [api] = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::Serverless::Api"]
+    setting = api["AccessLogSetting"]
+    assert setting["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    line_format = setting["Format"]
+    assert "\n" not in line_format
+
+    # When API Gateway fills in its variables, each line is one JSON object
+    line = json.loads(re.sub(r"\$context\.[A-Za-z.]+", "x", line_format))
+    fields = dict(re.findall(r'"(\w+)":"(\$context\.[A-Za-z.]+)"', line_format))
+    assert set(fields) == set(line)
+
+    # Then it names the request (and its Lambda invocation and trace) and the
+    # IAM identity that signed it, with the route and the answer's status
+    assert {
+        "$context.requestId",
+        "$context.integration.requestId",
+        "$context.xrayTraceId",
+        "$context.identity.caller",
+        "$context.identity.userArn",
+        "$context.identity.accountId",
+        "$context.resourcePath",
+        "$context.status",
+    } <= set(fields.values())
+    # And never a body, a header or a query string
+    assert not REQUEST_CONTENT.search(line_format)
 
 
 def test_the_attempt_queue_has_a_dead_letter_queue_and_outlasts_the_worker() -> None:
@@ -198,13 +339,6 @@ def test_the_openapi_document_lists_exactly_the_routes_the_template_deploys() ->
     assert documented == deployed
 
 
-ALARMS = {
-    name: resource["Properties"]
-    for name, resource in RESOURCES.items()
-    if resource["Type"] == "AWS::CloudWatch::Alarm"
-}
-
-
 def test_there_is_an_alarm_for_each_incident_the_runbook_covers() -> None:
     metrics = {props.get("MetricName") for props in ALARMS.values()}
     assert {
@@ -225,14 +359,20 @@ def test_there_is_an_alarm_for_each_incident_the_runbook_covers() -> None:
         if "MetricStat" in m
     }
     assert lambda_metrics == {"Errors", "Throttles"}
-    # every function is covered by the error and throttle alarms
-    covered = {
-        m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"]
-        for props in expressions
-        for m in props["Metrics"]
-        if "MetricStat" in m
-    }
-    assert covered == set(FUNCTIONS)
+
+    def covered(metric: str) -> set[str]:
+        return {
+            m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"]
+            for props in expressions
+            for m in props["Metrics"]
+            if "MetricStat" in m and m["MetricStat"]["Metric"]["MetricName"] == metric
+        }
+
+    # every function's errors raise an alarm
+    assert covered("Errors") == set(FUNCTIONS)
+    # and so do its throttles, but for the two ticked every minute with reserved
+    # concurrency 1, where a tick meeting the previous run is throttled by design
+    assert covered("Throttles") == set(FUNCTIONS) - {"SchedulerFunction", "StreamPollerFunction"}
 
 
 def test_service_metric_alarms_match_what_the_code_emits() -> None:
