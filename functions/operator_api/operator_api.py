@@ -8,17 +8,20 @@ answers: the service's views leave them out.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import AfterValidator
 
 from mailcore.composition import build_operator_service, build_tracer
 from mailcore.config import load_settings
 from mailcore.contracts.auth import IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, IdempotencyKey
 from mailcore.contracts.errors import ErrorCode
+from mailcore.contracts.fields import DELIVERY_ID_SHAPE, MAX_DELIVERY_ID_CHARS, Shape
 from mailcore.contracts.operator import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -53,7 +56,27 @@ PageSize = Annotated[
 Cursor = Annotated[
     str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
 ]
-DeliveryId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+# A delivery id is any visible ASCII (a producer's `email:<id>/<user>`), so it
+# comes percent-encoded. API Gateway (REST) hands over the path as the client
+# sent it, and Powertools routes on that path, so the segment is decoded here,
+# once, and then checked like the id a stream command brings.
+DeliveryId = Annotated[
+    str,
+    Path(
+        max_length=3 * MAX_DELIVERY_ID_CHARS,
+        description="The delivery id, percent-encoded (`email%3Aabc%2Fdef` for `email:abc/def`).",
+    ),
+    AfterValidator(unquote),
+    DELIVERY_ID_SHAPE,
+]
+StreamEntryId = Annotated[
+    str,
+    Path(),
+    Shape(
+        r"^[0-9]{1,20}-[0-9]{1,20}$",
+        "must be a stream entry id such as 1730000000000-0",
+    ),
+]
 
 
 def build_app(
@@ -180,7 +203,7 @@ def build_app(
         },
     )
     def get_malformed(
-        stream_entry_id: Annotated[str, Path(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")],
+        stream_entry_id: StreamEntryId,
     ) -> MalformedCommandView:
         return operator.malformed_command(stream_entry_id)
 

@@ -149,8 +149,17 @@ def test_the_document_is_asyncapi_3_with_the_agreed_title_and_version() -> None:
     assert DOCUMENT["asyncapi"] == "3.0.0"
     assert info["title"] == "Mail service command stream"
     assert info["version"] == "1.0.0"
-    # And its description covers how entries are added, deduplicated, refused and trimmed
-    for topic in ["XADD", "fingerprint", "idempotency_conflict", "MAXLEN", "XDEL"]:
+    # And its description covers how entries are added, deduplicated, refused and
+    # trimmed, and how a Go producer's values are read
+    for topic in [
+        "XADD",
+        "fingerprint",
+        "idempotency_conflict",
+        "MAXLEN",
+        "XDEL",
+        '`""` or `null`',
+        "en_US",
+    ]:
         assert topic in info["description"], topic
 
 
@@ -289,8 +298,39 @@ def test_there_is_an_example_of_each_payload_mode_and_the_examples_use_every_fie
     # Given the examples of the message
     payloads = list(examples().values())
     # Then each payload mode has one, and together they show every field
-    assert sorted(p["payload_mode"] for p in payloads) == sorted(m.value for m in PayloadMode)
+    assert {p["payload_mode"] for p in payloads} == {m.value for m in PayloadMode}
     assert set().union(*payloads) == set(REQUIRED_FIELDS) | set(OPTIONAL_FIELDS)
+
+
+# What the Go publisher's examples must decode to (tests/e2e/test_go_producer.py
+# also delivers each through the local stack).
+GO_EXAMPLES: dict[str, dict[str, object]] = {
+    "go-rendered-zero-values": {"html_body": None, "attachments": []},
+    "go-template-posix-locale": {"locale": "en-US"},
+    "go-template-unsupported-locale": {"locale": "de-AT"},
+    "go-template-no-locale": {"locale": None},
+}
+
+
+def test_the_go_producers_encodings_are_examples_of_the_document() -> None:
+    # Given the examples written the way the Notification service's Go publisher writes
+    found = {name: fields for name, fields in examples().items() if name.startswith("go-")}
+    assert set(found) == set(GO_EXAMPLES)
+    for name, fields in found.items():
+        # Then each uses a route id with ':' and writes unset values as "" or null
+        assert fields["delivery_id"].startswith("email:"), name
+        assert fields["request_id"] in {"", "null"}, name
+        assert fields["trace_id"] in {"", "null"}, name
+        payload = json.loads(fields["payload_json"])
+        assert any(value is None or value == "" for value in payload.values()), name
+        # And the decoder takes the zero values as absent
+        decoded = decode_command("1775240000000-0", encode(fields))
+        assert isinstance(decoded, DeliveryCommand), (name, decoded)
+        assert (decoded.request_id, decoded.trace_id) == (None, None), name
+        assert (decoded.payload.cc, decoded.payload.bcc, decoded.payload.reply_to) == ([], [], [])
+        expected: dict[str, object] = GO_EXAMPLES[name]
+        for key, value in expected.items():
+            assert getattr(decoded.payload, key) == value, (name, key)
 
 
 @pytest.mark.parametrize("name", sorted(examples()))
@@ -355,9 +395,12 @@ R, T = PayloadMode.RENDERED, PayloadMode.TEMPLATE
 CODE = FailureCode
 CASES = [
     # stream fields
-    pytest.param(Case(R, None, fields={"delivery_id": "a" * 128}), id="delivery_id-128"),
-    pytest.param(Case(R, CODE.INVALID_FIELD, fields={"delivery_id": "a" * 129}), id="id-129"),
-    pytest.param(Case(R, CODE.INVALID_FIELD, fields={"delivery_id": "-x"}), id="id-leading-dash"),
+    pytest.param(Case(R, None, fields={"delivery_id": "a" * 256}), id="delivery_id-256"),
+    pytest.param(Case(R, CODE.INVALID_FIELD, fields={"delivery_id": "a" * 257}), id="id-257"),
+    pytest.param(Case(R, None, fields={"delivery_id": "-x"}), id="id-leading-dash"),
+    pytest.param(Case(R, None, fields={"delivery_id": "email:1-0:user/42"}), id="id-go-route"),
+    pytest.param(Case(R, None, fields={"delivery_id": "a{p1}<b>@c"}), id="id-braces-brackets"),
+    pytest.param(Case(R, CODE.INVALID_FIELD, fields={"delivery_id": "é"}), id="id-accent"),
     pytest.param(Case(R, CODE.INVALID_FIELD, fields={"delivery_id": "a b"}), id="id-space"),
     pytest.param(Case(R, CODE.INVALID_FIELD, fields={"delivery_id": ""}), id="id-empty"),
     pytest.param(Case(R, CODE.INVALID_FIELD, fields={"delivery_id": "a\n"}), id="id-newline"),
@@ -370,7 +413,9 @@ CASES = [
     pytest.param(Case(R, CODE.INVALID_FIELD, fields={"requested_at_ms": "-1"}), id="req-negative"),
     pytest.param(Case(R, CODE.INVALID_FIELD, fields={"requested_at_ms": ""}), id="req-empty"),
     pytest.param(Case(R, CODE.INVALID_FIELD, fields={"request_id": "é"}), id="request_id-accent"),
-    pytest.param(Case(R, CODE.INVALID_FIELD, fields={"trace_id": ""}), id="trace_id-empty"),
+    pytest.param(Case(R, None, fields={"trace_id": ""}), id="trace_id-empty"),
+    pytest.param(Case(R, None, fields={"request_id": "", "trace_id": "null"}), id="go-zero-ids"),
+    pytest.param(Case(R, CODE.INVALID_FIELD, fields={"trace_id": "t" * 129}), id="trace_id-129"),
     pytest.param(Case(R, None, drop_fields=OPTIONAL_FIELDS), id="no-optional-fields"),
     pytest.param(
         Case(R, CODE.MISSING_FIELD, drop_fields=("idempotency_key",)), id="missing-required"
@@ -412,7 +457,14 @@ CASES = [
     pytest.param(Case(R, CODE.INVALID_PAYLOAD, payload={"text_body": ""}), id="text-empty"),
     pytest.param(Case(R, None, payload={"html_body": None}), id="html-null"),
     pytest.param(Case(R, None, drop_keys=("html_body", "bcc", "reply_to")), id="defaults"),
-    pytest.param(Case(R, CODE.INVALID_PAYLOAD, payload={"html_body": ""}), id="html-empty"),
+    pytest.param(Case(R, None, payload={"html_body": ""}), id="html-empty"),
+    pytest.param(
+        Case(R, None, payload={"cc": None, "bcc": None, "reply_to": None, "attachments": None}),
+        id="go-null-lists",
+    ),
+    pytest.param(Case(R, CODE.INVALID_RECIPIENT, payload={"to": None}), id="to-null"),
+    pytest.param(Case(R, CODE.INVALID_SUBJECT, payload={"subject": ""}), id="subject-empty"),
+    pytest.param(Case(R, CODE.INVALID_PAYLOAD, payload={"text_body": None}), id="text-null"),
     pytest.param(Case(R, CODE.UNKNOWN_FIELD, payload={"priority": 1}), id="unknown-key"),
     # attachments
     pytest.param(Case(R, None, payload={"attachments": []}), id="no-attachments"),
@@ -477,6 +529,18 @@ CASES = [
         Case(R, CODE.UNKNOWN_FIELD, payload={"attachments": attachment(size=12)}),
         id="attachment-unknown-key",
     ),
+    pytest.param(
+        Case(R, None, payload={"attachments": attachment(inline=None, content_id="")}),
+        id="attachment-go-zero-values",
+    ),
+    pytest.param(
+        Case(
+            R,
+            CODE.INVALID_ATTACHMENT,
+            payload={"attachments": attachment(inline=True, content_id="")},
+        ),
+        id="inline-empty-content-id",
+    ),
     # template
     pytest.param(Case(T, CODE.INVALID_PAYLOAD, payload={"template_id": "Acct.X"}), id="tpl-upper"),
     pytest.param(Case(T, CODE.INVALID_PAYLOAD, payload={"template_id": ".x"}), id="tpl-dot"),
@@ -484,7 +548,22 @@ CASES = [
     pytest.param(Case(T, CODE.INVALID_PAYLOAD, payload={"template_id": "t" * 101}), id="tpl-101"),
     pytest.param(Case(T, None, payload={"locale": "zh-Hant-TW"}), id="locale-three-parts"),
     pytest.param(Case(T, CODE.INVALID_PAYLOAD, payload={"locale": "english"}), id="locale-word"),
-    pytest.param(Case(T, CODE.INVALID_PAYLOAD, drop_keys=("locale",)), id="locale-missing"),
+    pytest.param(Case(T, None, drop_keys=("locale",)), id="locale-missing"),
+    pytest.param(Case(T, None, payload={"locale": ""}), id="locale-empty"),
+    pytest.param(Case(T, None, payload={"locale": None}), id="locale-null"),
+    pytest.param(Case(T, None, payload={"locale": "en_US"}), id="locale-posix"),
+    pytest.param(Case(T, None, payload={"locale": "es-419"}), id="locale-region-digits"),
+    pytest.param(Case(T, None, payload={"locale": "en-US-u-ca-gregory"}), id="locale-extension"),
+    pytest.param(
+        Case(T, CODE.INVALID_PAYLOAD, payload={"locale": "en_US.UTF-8"}), id="locale-charset"
+    ),
+    pytest.param(
+        Case(T, CODE.INVALID_PAYLOAD, payload={"locale": "en-" + "abcdefgh-" * 4 + "x"}),
+        id="locale-36",
+    ),
+    pytest.param(
+        Case(T, None, payload={"variables": None, "secret_variables": None}), id="go-null-maps"
+    ),
     pytest.param(
         Case(T, CODE.INVALID_PAYLOAD, payload={"variables": {"1st": 1}, "secret_variables": []}),
         id="variable-name",

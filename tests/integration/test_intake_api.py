@@ -53,6 +53,16 @@ def request_event(
 
 
 VALID_BODY = {"email": "ada@example.com", "code": "482913", "locale": "en"}
+# What a 400 says of each rule: words, never the regular expression behind it.
+IDEMPOTENCY_KEY_RULE = (
+    "header Idempotency-Key must be 1 to 128 visible ASCII characters "
+    "(no spaces or control characters)"
+)
+CODE_RULE = "code: must be 4 to 32 characters: letters, digits or '-'"
+LOCALE_RULE = (
+    "locale: must be a language tag such as en, pt-BR or en_US: 2 or 3 letters, "
+    "then subtags of 1 to 8 letters or digits, at most 35 characters"
+)
 
 
 @pytest.fixture
@@ -129,8 +139,8 @@ def test_answers_are_json_with_the_error_body_shape(smtp_api: Invoke) -> None:
     [
         (request_event(VALID_BODY, key=None), "header Idempotency-Key is required"),
         (request_event(VALID_BODY, key=""), "header Idempotency-Key"),
-        (request_event(VALID_BODY, key="k" * 129), "header Idempotency-Key"),
-        (request_event(VALID_BODY, key="has space"), "header Idempotency-Key"),
+        (request_event(VALID_BODY, key="k" * 129), IDEMPOTENCY_KEY_RULE),
+        (request_event(VALID_BODY, key="has space"), IDEMPOTENCY_KEY_RULE),
         (request_event(raw_body='{"email": "ada@example.com",'), "not valid JSON"),
         (request_event(raw_body="email=ada@example.com"), "not valid JSON"),
         (request_event(raw_body=""), "request body is required"),
@@ -144,8 +154,10 @@ def test_answers_are_json_with_the_error_body_shape(smtp_api: Invoke) -> None:
             request_event({**VALID_BODY, "email": "ada@example.com\r\nBcc: x@evil.example"}),
             "email",
         ),
-        (request_event({**VALID_BODY, "code": "9" * 40}), "code: String should have at most 32"),
-        (request_event({**VALID_BODY, "locale": "en-" + "x" * 40}), "locale"),
+        (request_event({**VALID_BODY, "code": "9" * 40}), CODE_RULE),
+        (request_event({**VALID_BODY, "code": "48 29"}), CODE_RULE),
+        (request_event({**VALID_BODY, "locale": "en-" + "x" * 40}), LOCALE_RULE),
+        (request_event({**VALID_BODY, "locale": "en_US.UTF-8"}), LOCALE_RULE),
         (
             request_event({**VALID_BODY, "padding": "x" * 5000}),
             "request body exceeds 4096 bytes",
@@ -167,7 +179,9 @@ def test_answers_are_json_with_the_error_body_shape(smtp_api: Invoke) -> None:
         "invalid-address",
         "header-injection-address",
         "overlong-code",
+        "code-with-space",
         "overlong-locale",
+        "posix-locale-with-charset",
         "oversized-body",
     ],
 )
@@ -181,6 +195,34 @@ def test_bad_requests_get_a_400_that_says_what_is_wrong_and_store_nothing(
     assert error["code"] == "invalid_request"
     assert fragment in error["message"]
     assert redis_client.dbsize() == 0
+
+
+def test_no_400_quotes_a_regular_expression(smtp_api: Invoke) -> None:
+    # Given requests breaking each rule that is checked by a pattern
+    for event in [
+        request_event(VALID_BODY, key="has space"),
+        request_event({**VALID_BODY, "code": "48 29"}),
+        request_event({**VALID_BODY, "locale": "en_US.UTF-8"}),
+    ]:
+        # Then the 400 says the rule in words
+        message = body_of(smtp_api(event))["error"]["message"]
+        assert "pattern" not in message
+        assert "^" not in message
+        assert "\\x" not in message
+
+
+@pytest.mark.parametrize(("given", "stored"), [("en_US", "en-US"), ("pt_BR", "pt-BR")])
+def test_a_posix_style_locale_is_accepted_as_its_bcp47_tag(
+    smtp_api: Invoke, redis_client: redis.Redis, given: str, stored: str
+) -> None:
+    # When a login code is asked for in a locale spelled the Go (POSIX) way
+    answer = smtp_api(request_event({**VALID_BODY, "locale": given}))
+
+    # Then it is accepted, and stored as the BCP 47 tag
+    assert answer["statusCode"] == 200, answer["body"]
+    delivery_id = body_of(answer)["delivery_id"]
+    delivery_key = home_keys(redis_client, delivery_id).delivery(delivery_id)
+    assert redis_client.hget(delivery_key, "locale") == stored
 
 
 def test_a_conflicting_replay_changes_nothing(smtp_api: Invoke, redis_client: redis.Redis) -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -542,3 +543,109 @@ def test_malformed_commands_and_dead_letters_are_listed_newest_first(
     assert one["raw_fields"] == {"payload_json": "{"}
     assert [d["delivery_id"] for d in dead["items"]] == ["dl-2", "dl-1", "dl-0"]
     assert dead["items"][0]["delivery"] is None  # expired or never stored here
+
+
+# -- a producer's delivery ids, percent-encoded in the path ------------------------------
+
+GO_ID = "email:1775240000000-0:user/42"
+
+
+def as_api_gateway_sends(
+    method: str, resource: str, delivery_id: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The event of a request for ``delivery_id``, percent-encoded as a client must send it.
+
+    API Gateway (REST) passes the path as it came, still encoded, and the path
+    parameter decoded; Powertools routes on the path.
+    """
+    encoded = {"delivery_id": quote(delivery_id, safe="")}
+    event = api_event(method, resource, path_parameters=encoded, headers=headers)
+    event["pathParameters"] = {"delivery_id": delivery_id}
+    return event
+
+
+@pytest.mark.parametrize(
+    "delivery_id", [GO_ID, "email:{p1}:}{", "a%41b", "semi;colon,comma", "~" * 256]
+)
+def test_a_delivery_with_any_visible_ascii_id_is_read_through_its_encoded_path(
+    api: Invoke, store: RedisDeliveryStore, delivery_id: str
+) -> None:
+    # Given a settled delivery whose id a producer chose
+    store_all(store, [replace(seeded(1), delivery_id=delivery_id)])
+
+    # When an operator reads it, its attempts, and resends it, the id percent-encoded
+    one = api(as_api_gateway_sends("GET", f"{BASE}/deliveries/{{delivery_id}}", delivery_id))
+    attempts = api(
+        as_api_gateway_sends("GET", f"{BASE}/deliveries/{{delivery_id}}/attempts", delivery_id)
+    )
+    resent = api(
+        as_api_gateway_sends(
+            "POST",
+            f"{BASE}/deliveries/{{delivery_id}}/resend",
+            delivery_id,
+            headers={"Idempotency-Key": "resend-1"},
+        )
+    )
+
+    # Then each finds that delivery
+    assert one["statusCode"] == 200, one["body"]
+    assert body_of(one)["delivery_id"] == delivery_id
+    assert attempts["statusCode"] == 200, attempts["body"]
+    assert resent["statusCode"] == 201, resent["body"]
+    assert body_of(resent)["parent_delivery_id"] == delivery_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            "two%20words",
+            "delivery_id: must be 1 to 256 visible ASCII characters "
+            "(no spaces or control characters)",
+        ),
+        (
+            "%C3%A9",
+            "delivery_id: must be 1 to 256 visible ASCII characters "
+            "(no spaces or control characters)",
+        ),
+        (
+            "x" * 257,
+            "delivery_id: must be 1 to 256 visible ASCII characters "
+            "(no spaces or control characters)",
+        ),
+    ],
+)
+def test_an_id_that_no_delivery_can_have_is_a_400_said_in_words(
+    api: Invoke, raw: str, message: str
+) -> None:
+    answer = api(
+        api_event("GET", f"{BASE}/deliveries/{{delivery_id}}", path_parameters={"delivery_id": raw})
+    )
+    assert answer["statusCode"] == 400
+    assert body_of(answer)["error"] == {"code": "invalid_request", "message": message}
+
+
+def test_a_malformed_stream_entry_id_is_a_400_said_in_words(api: Invoke) -> None:
+    answer = api(
+        api_event(
+            "GET",
+            f"{BASE}/malformed-commands/{{stream_entry_id}}",
+            path_parameters={"stream_entry_id": "yesterday"},
+        )
+    )
+    assert answer["statusCode"] == 400
+    assert body_of(answer)["error"]["message"] == (
+        "stream_entry_id: must be a stream entry id such as 1730000000000-0"
+    )
+
+
+def test_a_bad_resend_idempotency_key_is_a_400_said_in_words(
+    api: Invoke, store: RedisDeliveryStore
+) -> None:
+    store_all(store, [seeded(1)])
+    answer = resend(api, "d-0001", key="two words")
+    assert answer["statusCode"] == 400
+    assert body_of(answer)["error"]["message"] == (
+        "header Idempotency-Key must be 1 to 128 visible ASCII characters "
+        "(no spaces or control characters)"
+    )

@@ -54,7 +54,8 @@ def test_invalid_addresses_are_refused(email: str) -> None:
         ("code", "4829\n13"),
         ("locale", "e"),
         ("locale", "english-language-please-with-extras-x"),
-        ("locale", "en_US"),
+        ("locale", "en-US-" + "a" * 30),
+        ("locale", "en_US.UTF-8"),
         ("locale", "12"),
     ],
 )
@@ -85,4 +86,17 @@ def test_the_refusal_message_does_not_repeat_the_code() -> None:
     # Then the messages say what rule failed without the value
     messages = " ".join(item["msg"] for item in error.errors())
     assert "SECRETCODE" not in messages
-    assert "at most 32 characters" in messages
+    assert "4 to 32 characters" in messages
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("en_US", "en-US"), ("pt_BR", "pt-BR"), ("de-AT", "de-AT"), ("sr_Latn_RS", "sr-Latn-RS")],
+)
+def test_a_posix_style_locale_is_taken_as_its_bcp47_tag(given: str, stored: str) -> None:
+    # Given a login code asked for in a locale spelled the POSIX (or Go) way
+    request = LoginCodeDeliveryRequest.model_validate({**VALID, "locale": given})
+    # Then it is the BCP 47 tag, and one request with the tag spelled that way
+    assert request.locale == stored
+    same = LoginCodeDeliveryRequest.model_validate({**VALID, "locale": stored})
+    assert request == same

@@ -196,7 +196,31 @@ class TestMessageId:
         clone = build(make_delivery(delivery_id="dlv_clone"))
         assert parent["Message-ID"] != clone["Message-ID"]
 
-    @pytest.mark.parametrize(("delivery_id", "domain"), [("", "x.com"), ("a<b", "x.com")])
+    @pytest.mark.parametrize(
+        ("delivery_id", "message_id"),
+        [
+            ("email:1775240000000-0:user/42", "<email=3A1775240000000-0=3Auser/42@x.com>"),
+            ("a<b@c>", "<a=3Cb=40c=3E@x.com>"),
+            ("x=3A", "<x=3D3A@x.com>"),
+            ('q"(c)[d],;\\', "<q=22=28c=29=5Bd=5D=2C=3B=5C@x.com>"),
+            ("dlv_01M80V1YDYEAMXQ6J5FPNQF0NS", "<dlv_01M80V1YDYEAMXQ6J5FPNQF0NS@x.com>"),
+            ("ntf.inv_2024-0042", "<ntf.inv_2024-0042@x.com>"),
+        ],
+    )
+    def test_a_producers_id_is_escaped_into_a_valid_message_id(
+        self, delivery_id: str, message_id: str
+    ) -> None:
+        # Given a delivery id a producer chose (any visible ASCII)
+        # Then the Message-ID keeps RFC 5322 atext and escapes the rest as =XX, so
+        # two ids never share one, and the ids the service makes stay as they are
+        assert message_id_for(delivery_id, "x.com") == message_id
+        message = build(make_delivery(delivery_id=delivery_id))
+        assert message["Message-ID"] == message_id.replace("x.com", "mail.example.com")
+
+    @pytest.mark.parametrize(
+        ("delivery_id", "domain"),
+        [("", "x.com"), ("a b", "x.com"), ("a\r\nb", "x.com"), ("a", "x<y")],
+    )
     def test_refuses_unsafe_parts(self, delivery_id: str, domain: str) -> None:
         with pytest.raises(ValueError, match="Message-ID"):
             message_id_for(delivery_id, domain)

@@ -6,6 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 
+import pytest
+from redis.crc import key_slot
+
 from mailcore.contracts.attempt_message import decode_claim, encode_claim
 from mailcore.ports import ClaimedAttempt
 from mailcore.services.dispatch import Dispatcher
@@ -97,3 +100,28 @@ def test_due_work_is_taken_from_every_partition_with_a_share_of_the_bound() -> N
     assert result.saturated
     # And every claim carries the partition it was made in
     assert {c.partition for c in queue.sent} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "delivery_id",
+    ["email:{p1}:user/42", "}{", "{", "}", "a}b{c}", "{p0}", "email::", "*?[]", "%2F"],
+)
+def test_a_producers_delivery_id_cannot_move_its_keys_out_of_the_partition(
+    delivery_id: str,
+) -> None:
+    # Given a delivery id with hash-tag braces and key separators in it
+    for partition in (0, 3):
+        keys = RedisKeys.of_partition(partition)
+        home = key_slot(keys.attempt_schedule().encode())
+        # Then every key built from it keeps the partition's hash slot (the tag
+        # comes first, so braces after it are plain characters to Redis)
+        for key in [
+            keys.delivery(delivery_id),
+            keys.attempt(delivery_id, 1),
+            keys.dead_letter(delivery_id),
+            keys.idempotency("notification", delivery_id),
+            keys.index_idempotency("notification", delivery_id),
+        ]:
+            assert key_slot(key.encode()) == home, key
+        # And the attempt key of one id is never the attempt key of another
+        assert keys.attempt(delivery_id, 1) != keys.attempt(f"{delivery_id}:1", 1)

@@ -166,3 +166,115 @@ def test_a_payload_that_is_not_a_json_object_is_hidden_from_operators(payload: s
     assert result.raw_fields["payload_json"] == (
         f"[{len(payload)} characters hidden: not a JSON object]"
     )
+
+
+# -- what a Go producer writes (the Notification service's publisher) ---------------------
+#
+# Go's encoders write an unset optional value as its zero value: a nil slice
+# or map as JSON null, a string as "". Its route ids, which become delivery
+# ids, contain ':' (`email:<notification id>:<user id>`), and a locale may come
+# POSIX-style (`en_US`).
+
+GO_DELIVERY_ID = "email:1775240000000-0:user/42"
+
+
+@pytest.mark.parametrize("absent", ["", "null"])
+def test_optional_stream_fields_written_empty_or_null_are_absent(absent: str) -> None:
+    # Given a command whose request_id and trace_id are written as the Go zero value
+    fields = command(1, request_id=absent, trace_id=absent)
+    # When it is decoded
+    result = decoded(fields)
+    # Then both are absent, and the command is the one that leaves them out
+    assert (result.request_id, result.trace_id) == (None, None)
+    left_out = {k: v for k, v in fields.items() if k not in {"request_id", "trace_id"}}
+    assert result.fingerprint() == decoded(left_out).fingerprint()
+
+
+@pytest.mark.parametrize("absent", ["", None])
+@pytest.mark.parametrize(
+    ("mode", "key"),
+    [
+        ("rendered", "cc"),
+        ("rendered", "bcc"),
+        ("rendered", "reply_to"),
+        ("rendered", "html_body"),
+        ("rendered", "attachments"),
+        ("template", "locale"),
+        ("template", "variables"),
+        ("template", "secret_variables"),
+        ("template", "attachments"),
+    ],
+)
+def test_optional_payload_keys_written_empty_or_null_are_absent(
+    mode: str, key: str, absent: str | None
+) -> None:
+    # Given a payload with one optional key written as "" or null
+    base = rendered_payload() if mode == "rendered" else template_payload(variables={})
+    base = {k: v for k, v in base.items() if k != "secret_variables"}
+    left_out = {k: v for k, v in base.items() if k != key}
+    # When it is decoded
+    result = decoded(command(1, mode=mode, payload={**left_out, key: absent}))
+    # Then it is the same command as one that leaves the key out
+    assert result.payload == decoded(command(1, mode=mode, payload=left_out)).payload
+    assert result.fingerprint() == decoded(command(1, mode=mode, payload=left_out)).fingerprint()
+
+
+@pytest.mark.parametrize("absent", ["", None])
+def test_optional_attachment_keys_written_empty_or_null_are_absent(absent: str | None) -> None:
+    attachment = {"filename": "a.pdf", "content_type": "application/pdf", "content_base64": "aGk="}
+    payload = rendered_payload(attachments=[{**attachment, "inline": absent, "content_id": absent}])
+    [decoded_attachment] = decoded(command(1, payload=payload)).payload.attachments
+    assert (decoded_attachment.inline, decoded_attachment.content_id) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("mode", "key", "code"),
+    [
+        ("rendered", "to", FailureCode.INVALID_RECIPIENT),
+        ("rendered", "subject", FailureCode.INVALID_SUBJECT),
+        ("rendered", "text_body", FailureCode.INVALID_PAYLOAD),
+        ("template", "template_id", FailureCode.INVALID_PAYLOAD),
+    ],
+)
+def test_a_required_payload_key_written_null_is_still_refused(
+    mode: str, key: str, code: FailureCode
+) -> None:
+    payload = rendered_payload() if mode == "rendered" else template_payload()
+    assert refused(command(1, mode=mode, payload={**payload, key: None})).failure_code is code
+
+
+def test_an_absent_locale_renders_in_the_default_one() -> None:
+    payload = {k: v for k, v in template_payload().items() if k != "locale"}
+    result = decoded(command(1, mode="template", payload=payload))
+    assert isinstance(result.payload, TemplatePayload)
+    assert result.payload.locale is None
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("en_US", "en-US"), ("pt_BR", "pt-BR"), ("de-AT", "de-AT"), ("zh_Hant_TW", "zh-Hant-TW")],
+)
+def test_a_posix_style_locale_is_taken_as_its_bcp47_tag(given: str, stored: str) -> None:
+    result = decoded(command(1, mode="template", payload=template_payload(locale=given)))
+    assert isinstance(result.payload, TemplatePayload)
+    assert result.payload.locale == stored
+    # and the two spellings are one command
+    same = decoded(command(1, mode="template", payload=template_payload(locale=stored)))
+    assert result.fingerprint() == same.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "delivery_id",
+    [GO_DELIVERY_ID, "email:{p1}:}{", "a<b@c>", "~", "x" * 256, "-leading-dash", "%2F"],
+)
+def test_a_delivery_id_is_any_visible_ascii_up_to_256_characters(delivery_id: str) -> None:
+    assert decoded(command(1, delivery_id=delivery_id)).delivery_id == delivery_id
+
+
+@pytest.mark.parametrize("delivery_id", ["", "x" * 257, "a b", "tab\there", "é", "line\n"])
+def test_a_delivery_id_outside_visible_ascii_is_refused_in_words(delivery_id: str) -> None:
+    refusal = refused(command(1, delivery_id=delivery_id))
+    assert refusal.failure_code is FailureCode.INVALID_FIELD
+    assert refusal.message == (
+        "delivery_id: must be 1 to 256 visible ASCII characters (no spaces or control characters)"
+    )

@@ -93,7 +93,9 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
             detail = "is required" if kind == "missing" else _message(error)
             problems.append(f"header {header} {detail}")
             continue
-        field = ".".join(location[1:] if location[:1] == ["body"] else location)
+        # A parameter is named as the caller wrote it: `limit`, not `query.limit`.
+        named = location[1:] if location[:1] in (["body"], ["path"], ["query"]) else location
+        field = ".".join(named)
         if kind == "extra_forbidden":
             problems.append(f"{field}: unknown field")
         elif kind == "missing" and not field:
@@ -104,6 +106,10 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _message(error: Mapping[str, Any]) -> str:
+    if error.get("type") == "string_pattern_mismatch":
+        # Pydantic's message quotes the regular expression; the contracts use
+        # Shape (contracts/fields.py) instead, and this says no more than it must.
+        return "is not in the accepted format"
     return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
 
 

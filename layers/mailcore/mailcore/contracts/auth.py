@@ -5,20 +5,22 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from mailcore.contracts.fields import EmailAddress, Locale
+from mailcore.contracts.fields import EmailAddress, Locale, Shape, visible_ascii
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_BODY_BYTES = 4096
 
 # Visible ASCII only: the key becomes part of Redis key names and log fields.
-IdempotencyKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
-]
+IdempotencyKey = Annotated[str, visible_ascii(128)]
 LoginCode = Annotated[
-    str, StringConstraints(min_length=4, max_length=32, pattern=r"^[A-Za-z0-9-]+$")
+    str,
+    Shape(
+        r"^[A-Za-z0-9-]{4,32}$",
+        "must be 4 to 32 characters: letters, digits or '-'",
+    ),
 ]
 
 
@@ -33,7 +35,11 @@ class LoginCodeDeliveryRequest(BaseModel):
     code: LoginCode = Field(
         description="The login code. A secret: never logged or shown.", repr=False
     )
-    locale: Locale = Field(description="BCP 47 language tag, for example `en` or `pt-BR`.")
+    locale: Locale = Field(
+        description="BCP 47 language tag, for example `en` or `pt-BR` (`en_US` is taken as "
+        "`en-US`). A language the templates do not have falls back to its base language, "
+        "then to `en`."
+    )
 
 
 class AcceptanceOutcome(StrEnum):

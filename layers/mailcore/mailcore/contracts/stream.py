@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
@@ -30,7 +30,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from mailcore.contracts.fields import EmailAddress, Locale
+from mailcore.contracts.fields import (
+    DeliveryId,
+    EmailAddress,
+    Locale,
+    Shape,
+    absent_when_empty,
+    visible_ascii,
+)
 
 # Re-exported: the decoder answers with these.
 from mailcore.contracts.malformed import FailureCode as FailureCode
@@ -46,6 +53,9 @@ REQUIRED_FIELDS = (
     "payload_json",
 )
 OPTIONAL_FIELDS = ("request_id", "trace_id")
+# How a Go producer writes an optional field it has no value for: the empty
+# string, or "null" from a nil pointer marshalled as JSON. Both mean absent.
+ABSENT_VALUES = frozenset({"", "null"})
 ACCEPTED_SOURCES = (Source.NOTIFICATION,)
 
 MAX_BODY_CHARS = 1024 * 1024
@@ -67,17 +77,22 @@ class CommandLimits:
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-DeliveryId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-]
-VisibleAscii = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
-]
+VisibleAscii = Annotated[str, visible_ascii(128)]
 TemplateId = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    str,
+    Shape(
+        r"^[a-z0-9][a-z0-9._-]{0,99}$",
+        "must be a template id such as account.password_reset: 1 to 100 lower-case "
+        "letters, digits, '.', '_' or '-', starting with a letter or digit",
+    ),
 ]
 VariableName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    str,
+    Shape(
+        r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        "must be a variable name: a letter or '_', then letters, digits or '_', "
+        "at most 64 characters",
+    ),
 ]
 
 
@@ -93,19 +108,40 @@ def _limits(info: ValidationInfo) -> CommandLimits:
     return limits if isinstance(limits, CommandLimits) else CommandLimits()
 
 
-class AttachmentPayload(BaseModel):
+class _ZeroValuesAreAbsent(BaseModel):
+    """A payload object whose optional keys may come as ``""`` or ``null``, meaning absent."""
+
+    _optional: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._optional = frozenset(
+            name for name, info in cls.model_fields.items() if not info.is_required()
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zero_values_are_absent(cls, data: Any) -> Any:
+        return absent_when_empty(data, cls._optional)
+
+
+class AttachmentPayload(_ZeroValuesAreAbsent):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     filename: Annotated[
         str,
-        StringConstraints(min_length=1, max_length=255, pattern=r"^[^/\\]+$"),
+        Shape(
+            r"^[^/\\]{1,255}$",
+            "must be a file name of 1 to 255 characters, without '/' or '\\'",
+        ),
         AfterValidator(_no_control_characters),
     ]
     content_type: Annotated[
         str,
-        StringConstraints(
-            max_length=127,
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$",
+        Shape(
+            r"^(?=.{1,127}$)[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$",
+            "must be a media type such as application/pdf or image/png, at most 127 characters",
         ),
     ]
     content_base64: str
@@ -113,8 +149,11 @@ class AttachmentPayload(BaseModel):
     content_id: (
         Annotated[
             str,
-            StringConstraints(
-                min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._%+-]+(@[A-Za-z0-9.-]+)?$"
+            Shape(
+                r"^(?=.{1,128}$)[A-Za-z0-9._%+-]+(@[A-Za-z0-9.-]+)?$",
+                "must be a content id such as logo@example.com: letters, digits, "
+                "'.', '_', '%', '+' or '-', then optionally '@' and a domain; "
+                "at most 128 characters",
             ),
         ]
         | None
@@ -140,7 +179,7 @@ class AttachmentPayload(BaseModel):
         return len(self.content_base64) * 3 // 4 - padding
 
 
-class _EnvelopePayload(BaseModel):
+class _EnvelopePayload(_ZeroValuesAreAbsent):
     """Fields both payload modes share: one envelope and its attachments."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -200,7 +239,8 @@ class TemplatePayload(_EnvelopePayload):
     """``payload_mode=template``: the service renders a catalog template."""
 
     template_id: TemplateId
-    locale: Locale
+    # Absent: the catalog's default locale, en.
+    locale: Locale | None = None
     variables: dict[VariableName, JsonValue] = Field(default_factory=dict, max_length=MAX_VARIABLES)
     secret_variables: list[VariableName] = Field(default_factory=list)
 
@@ -221,7 +261,13 @@ class _CommandFields(BaseModel):
     source: str
     payload_mode: str
     idempotency_key: VisibleAscii
-    requested_at_ms: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,15}$")]
+    requested_at_ms: Annotated[
+        str,
+        Shape(
+            r"^[0-9]{1,15}$",
+            "must be a time in milliseconds since the Unix epoch: 1 to 15 digits",
+        ),
+    ]
     request_id: VisibleAscii | None = None
     trace_id: VisibleAscii | None = None
 
@@ -304,6 +350,9 @@ def _decode(
     unknown = sorted(set(fields) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise _Refused(FailureCode.UNKNOWN_FIELD, f"unknown field(s): {', '.join(unknown)}")
+    for name in OPTIONAL_FIELDS:
+        if fields.get(name) in ABSENT_VALUES:
+            del fields[name]
     payload_json = fields.pop("payload_json")
     try:
         top = _CommandFields.model_validate(fields)
@@ -392,6 +441,8 @@ def _describe(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
+        elif item["type"] == "string_pattern_mismatch":  # never show a regular expression
+            message = "is not in the accepted format"
         problems.append(f"{location}: {message}" if location else message)
     return "; ".join(problems)
 

@@ -92,6 +92,11 @@ _PLAIN_ADDRESS = re.compile(
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # A Message-ID half: visible ASCII without <, > and @.
 _MESSAGE_ID_PART = re.compile(r"[\x21-\x3b\x3d\x3f\x41-\x7e]+")
+# Characters of a delivery id that the Message-ID escapes as =XX: all but
+# RFC 5322 atext and '.', and '=' itself (a producer's id is any visible ASCII,
+# `email:abc` or `a<b@c` too). The ids the service makes never need it.
+_NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+/?^_`{|}~.-]")
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 # A Content-ID: visible ASCII without < and >.
 _CONTENT_ID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")
 # A header value that can be written as it is: printable ASCII (and tabs),
@@ -127,12 +132,13 @@ def message_id_for(delivery_id: str, domain: str) -> str:
     """
     _check_header_value("Message-ID", delivery_id)
     _check_header_value("Message-ID", domain)
-    if not _MESSAGE_ID_PART.fullmatch(delivery_id) or not _MESSAGE_ID_PART.fullmatch(domain):
+    if not _VISIBLE_ASCII.fullmatch(delivery_id) or not _MESSAGE_ID_PART.fullmatch(domain):
         raise ValueError(
-            "a Message-ID needs a delivery id and a domain of visible ASCII"
+            "a Message-ID needs a delivery id of visible ASCII and a domain of visible ASCII"
             " without <, >, @ or spaces"
         )
-    return f"<{delivery_id}@{domain}>"
+    left = _NOT_ATEXT.sub(lambda found: f"={ord(found.group()):02X}", delivery_id)
+    return f"<{left}@{domain}>"
 
 
 def envelope_recipients(delivery: Delivery) -> list[str]:
