@@ -39,6 +39,7 @@ END = "<!-- bench:results:end -->"
 BENCHMARKS = [
     "auth_intake",
     "stream_intake",
+    "stream_retention",
     "end_to_end",
     "latency",
     "scale",
@@ -163,6 +164,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         )
     else:
         table.append(("stream intake", "failed", "≥ 10,000 commands/s", "—"))
+    table.append(retention_row(results.get("stream_retention")))
     e2e = results.get("end_to_end")
     if e2e and not e2e.get("completed", True):
         stalled = e2e["stalled"]
@@ -258,6 +260,33 @@ def rows(results: dict[str, Any]) -> list[Row]:
         table.append(("handler init", "failed", "≤ 250 ms each", "—"))
     table += partition_rows(results.get("partitions"))
     return table
+
+
+def retention_row(retention: dict[str, Any] | None) -> Row:
+    """Stream memory, trimmed to MAIL_STREAM_RETENTION, against the same run untrimmed.
+
+    Flat: from the first report point on, the trimmed stream's memory stays
+    within 10 % of where it started, however many commands follow."""
+    target = "flat (within 10 %); DESIGN 4.11"
+    if not retention:
+        return ("stream memory with MAIL_STREAM_RETENTION", "failed", target, "—")
+    samples = retention["trimmed"]["samples"][1:]
+    untrimmed = retention["untrimmed"]["samples"][-1]
+    sizes = [sample["stream_bytes"] for sample in samples]
+    last = samples[-1]
+    mib = 2**20
+    measured = (
+        "XLEN "
+        + " / ".join(f"{s['length']:,}" for s in samples[:: max(1, len(samples) // 3)])
+        + f", stream {min(sizes) / mib:.1f} to {max(sizes) / mib:.1f} MiB, used_memory "
+        f"{last['used_memory'] / mib:.0f} MiB; untrimmed {untrimmed['stream_bytes'] / mib:,.0f} "
+        f"MiB ({retention['stream_bytes_ratio']:,.0f}\u00d7)"
+    )
+    figure = (
+        f"stream memory over {retention['commands']:,} commands, "
+        f"retention {retention['retention']:,}"
+    )
+    return (figure, measured, target, verdict(max(sizes) <= 1.1 * min(sizes)))
 
 
 def partition_rows(partitions: dict[str, Any] | None) -> list[Row]:

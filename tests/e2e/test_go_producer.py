@@ -22,6 +22,7 @@ import yaml  # type: ignore[import-untyped]
 
 from mailcore.mail import message_id_for
 from tests.e2e.stack import SENDER_DOMAIN, STREAM, LocalStack, read_mail, text_of, wait_for
+from tests.e2e.test_mailctl_against_local_api import as_json, mailctl
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +137,21 @@ def test_a_login_code_in_a_locale_we_do_not_ship_falls_back_and_says_so(
         resolved,
         True,
     )
+
+
+def test_mailctl_reads_a_delivery_by_its_go_route_id(smtp_stack: LocalStack) -> None:
+    # Given a delivered command whose id is a Go route id with ':' and '/'
+    fields, recipient = unique_copy(go_examples()["go-rendered-zero-values"])
+    delivery_id = fields["delivery_id"]
+    with smtp_stack.redis() as client:
+        client.xadd(STREAM, dict(fields))
+    mail_to(smtp_stack, recipient)
+    smtp_stack.settled(quote(delivery_id, safe=""))
+
+    # When an operator asks mailctl for it and for its attempts, id as it is
+    shown = as_json(mailctl(smtp_stack, "--json", "deliveries", "get", delivery_id))
+    attempts = as_json(mailctl(smtp_stack, "--json", "deliveries", "attempts", delivery_id))
+
+    # Then mailctl percent-encodes it and the operator API finds it
+    assert shown["delivery_id"] == delivery_id
+    assert [a["outcome"] for a in attempts["items"]] == ["accepted"]

@@ -68,6 +68,27 @@ def test_the_stream_intake_benchmark_runs_and_prints_its_figures() -> None:
     assert "commands accepted/s" in output
 
 
+def test_the_stream_retention_benchmark_runs_and_prints_its_figures(tmp_path: Path) -> None:
+    # Given a small run: 3,000 commands in chunks of 500, keeping 200 handled entries
+    target = tmp_path / "stream_retention.json"
+    output = run_bench(
+        "bench/stream_retention.py",
+        *("--commands", "3000", "--chunk", "500", "--report-every", "1000"),
+        *("--retention", "200", "--distinct", "300", "--json", str(target)),
+    )
+    # Then it prints both runs at each report point, and the comparison at the end
+    assert "[retention 200]     3,000 commands: XLEN" in output
+    assert "[untrimmed]     3,000 commands: XLEN     3,000" in output
+    assert "at 3,000 commands: stream" in output
+    figures = json.loads(target.read_text())
+    trimmed = figures["trimmed"]["samples"]
+    assert [s["commands"] for s in trimmed] == [0, 1000, 2000, 3000]
+    # And with trimming the stream stays near the retention; without, it holds every entry
+    assert all(200 <= s["length"] <= 200 + 20 + 100 for s in trimmed[1:])
+    assert figures["untrimmed"]["samples"][-1]["length"] == 3000
+    assert figures["trimmed"]["accepted"] + figures["trimmed"]["duplicates"] == 3000
+
+
 def test_the_scale_benchmark_runs_and_prints_its_figures() -> None:
     output = run_bench(
         "bench/scale.py", "--scheduled", "500", "--claims", "2", "--login-codes", "200"

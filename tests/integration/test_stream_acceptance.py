@@ -167,3 +167,79 @@ def test_a_pooled_connection_the_server_closed_is_replaced(
 
     assert [h.verdict for h in result.handled] == [EntryVerdict.CREATED]
     assert count_deliveries(redis_client) == 2
+
+
+# -- trim marks: written with the offset, read back as the trim point ---------------------
+
+
+def marks(client: redis.Redis) -> list[tuple[str, float]]:
+    key = CONTROL.stream_trim_marks(STREAM)
+    return cast(list[tuple[str, float]], client.zrange(key, 0, -1, withscores=True))
+
+
+def test_each_step_marks_its_offset_with_the_entries_handled_so_far(
+    store: Store, redis_client: redis.Redis
+) -> None:
+    # Given steps of at most 4 entries
+    steps = StreamIntake(store, FixedClock(), STREAM, CommandLimits(), max_call_entries=4)
+
+    # When 10 entries are accepted (one malformed), then 2 more
+    batch = [entry(n) for n in range(1, 10)] + [entry(10, requested_at_ms="soon")]
+    steps.accept("0-0", batch)
+    steps.accept("1-10", [entry(11), entry(12)])
+
+    # Then every step left a mark: where the offset moved, and how many entries it is in
+    assert marks(redis_client) == [("1-4", 4), ("1-8", 8), ("1-10", 10), ("1-12", 12)]
+
+
+def test_a_step_refused_for_a_moved_offset_marks_nothing(
+    store: Store, redis_client: redis.Redis
+) -> None:
+    intake(store).accept("0-0", [entry(1), entry(2)])
+
+    # When a stale poller sends a step expecting an older offset
+    stale = intake(store).accept("0-0", [entry(3)])
+
+    # Then it writes nothing, marks included
+    assert stale.offset_moved
+    assert marks(redis_client) == [("1-2", 2)]
+
+
+@pytest.mark.parametrize(
+    ("retention", "point", "marks_left"),
+    [
+        (0, "1-12", ["1-12"]),
+        (3, "1-8", ["1-8", "1-12"]),
+        (4, "1-8", ["1-8", "1-12"]),
+        (5, "1-4", ["1-4", "1-8", "1-12"]),
+        (12, None, ["1-4", "1-8", "1-12"]),
+    ],
+)
+def test_the_trim_point_keeps_the_retention_and_forgets_older_marks(
+    store: Store,
+    redis_client: redis.Redis,
+    retention: int,
+    point: str | None,
+    marks_left: list[str],
+) -> None:
+    # Given three steps of 4 entries handled
+    steps = StreamIntake(store, FixedClock(), STREAM, CommandLimits(), max_call_entries=4)
+    steps.accept("0-0", [entry(n) for n in range(1, 13)])
+
+    # When the poller asks where it may trim, keeping `retention` handled entries
+    found = store.stream_trim_point(STREAM, retention)
+
+    # Then it is the newest mark at least that far behind, and older marks are gone
+    assert found == point
+    assert [member for member, _ in marks(redis_client)] == marks_left
+
+
+def test_the_trim_point_never_passes_the_stored_offset(
+    store: Store, redis_client: redis.Redis
+) -> None:
+    # Given entries handled up to 1-6, and then the offset set back by hand to 1-3
+    intake(store).accept("0-0", [entry(n) for n in range(1, 7)])
+    redis_client.set(CONTROL.stream_offset(STREAM), "1-3")
+
+    # Then the poller may trim up to the offset, not to the mark beyond it
+    assert store.stream_trim_point(STREAM, 0) == "1-3"

@@ -16,14 +16,21 @@ from typing import Any, cast
 import pytest
 import redis
 
-from mailcore.composition import build_stream_poller
+from mailcore.composition import MAX_STEP_GROWTH, build_stream_poller
 from mailcore.config import Settings
 from mailcore.contracts.stream import CommandLimits
 from mailcore.domain.clock import SystemClock
 from mailcore.domain.model import PayloadMode, Source
 from mailcore.domain.states import DeliveryStatus
-from mailcore.ports import DeliveryQueries, EntryVerdict, StreamEntry
-from mailcore.services.stream_intake import PollReport, StreamIntake, StreamPoller
+from mailcore.ports import DeliveryQueries, EntryVerdict, StreamEntry, stream_id
+from mailcore.services.stream_intake import (
+    MAX_CALL_ENTRIES,
+    PollReport,
+    StreamIntake,
+    StreamPoller,
+)
+from mailcore.store.client import build_redis_client
+from mailcore.store.command_stream import RedisCommandStream
 from mailcore.store.keys import partition_of
 from mailcore.store.partitions import PartitionedDeliveryStore
 from mailcore.store.redis_store import RedisDeliveryStore
@@ -37,7 +44,7 @@ from tests.support.commands import (
     rendered_payload,
     template_payload,
 )
-from tests.support.crashing_poller import DIED_BETWEEN_READ_AND_ACCEPT
+from tests.support.crashing_poller import DIED_AFTER_ACCEPTING, DIED_BETWEEN_READ_AND_ACCEPT
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.lambda_runner import invoke_in_fresh_process
 from tests.support.partitions import CONTROL, drop_client_connections, home_keys, total
@@ -166,12 +173,12 @@ def test_an_identical_duplicate_only_moves_the_offset(
     poller, observer = make_poller()
     report = drain(poller, redis_client)
 
-    # Then it is a no-op: only the offset changed
+    # Then it is a no-op: only the offset (and the trim marks written with it) changed
     assert (report.accepted, report.duplicates, report.malformed) == (0, 1, 0)
     after = {key: redis_client.dump(key) for key in text_keys(redis_client, SERVICE_KEYS)}
-    offset_key = CONTROL.stream_offset(STREAM)
-    assert {k: v for k, v in after.items() if k != offset_key} == {
-        k: v for k, v in before.items() if k != offset_key
+    offset_keys = {CONTROL.stream_offset(STREAM), CONTROL.stream_trim_marks(STREAM)}
+    assert {k: v for k, v in after.items() if k not in offset_keys} == {
+        k: v for k, v in before.items() if k not in offset_keys
     }
     assert stored_offset(redis_client) == again
     assert observer.handled[0].verdict is EntryVerdict.DUPLICATE
@@ -313,8 +320,8 @@ BAD_ENTRIES: list[tuple[str, dict[str, Any], str]] = [
     ("payload not an object", command(10, payload_json="[1, 2]"), "invalid_payload"),
     ("bad requested_at_ms", command(10, requested_at_ms="yesterday"), "invalid_field"),
     (
-        "template without locale",
-        command(10, mode="template", payload={"to": ["ada@example.com"], "template_id": "x.y"}),
+        "template without template_id",
+        command(10, mode="template", payload={"to": ["ada@example.com"], "locale": "en"}),
         "invalid_payload",
     ),
     (
@@ -640,3 +647,126 @@ def test_the_handler_logs_each_entry_and_counts_outcomes_without_secrets(
     assert metrics["MalformedCommands"] == [3.0]
     # And no secret variable's value is anywhere in the output
     assert "tok-SECRET-7781" not in printed
+
+
+# -- trimming the stream (MAIL_STREAM_RETENTION) ----------------------------------------------
+
+# The most entries a trim may keep beyond the retention: the marks are one per
+# atomic step (up to 20 entries, 160 over several partitions), and `XTRIM
+# MINID ~` removes whole storage nodes only (up to 100 entries each).
+TRIM_SLACK = MAX_CALL_ENTRIES * MAX_STEP_GROWTH + 100
+
+
+def stream_ids(client: redis.Redis, after: str = "-") -> list[str]:
+    start = "-" if after == "-" else f"({after}"
+    entries = cast(list[tuple[str, Any]], client.xrange(STREAM, start, "+"))
+    return [entry_id for entry_id, _ in entries]
+
+
+def test_handled_entries_beyond_the_retention_are_trimmed_and_the_newest_kept(
+    make_poller: MakePoller, redis_client: redis.Redis
+) -> None:
+    # Given 600 commands on the stream, and a poller keeping the last 50 it handled
+    published = [publish(redis_client, command(number)) for number in range(600)]
+    poller, _ = make_poller(MAIL_STREAM_RETENTION="50")
+
+    # When it has handled them all
+    report = drain(poller, redis_client)
+
+    # Then the stream holds the newest entries: at least 50, and not many more
+    assert report.accepted == 600
+    kept = stream_ids(redis_client)
+    assert 50 <= len(kept) <= 50 + TRIM_SLACK
+    assert kept == published[-len(kept) :]
+    assert report.trimmed == 600 - len(kept)
+    # And the marks it trims by do not pile up
+    assert redis_client.zcard(CONTROL.stream_trim_marks(STREAM)) <= 50 // 20 + 2
+
+
+def test_the_default_retention_keeps_a_small_stream_whole(
+    make_poller: MakePoller, redis_client: redis.Redis
+) -> None:
+    published = [publish(redis_client, command(number)) for number in range(300)]
+    poller, _ = make_poller()
+
+    report = drain(poller, redis_client)
+
+    assert (report.accepted, report.trimmed) == (300, 0)
+    assert stream_ids(redis_client) == published
+
+
+@pytest.mark.parametrize(
+    ("where", "status"),
+    [("before-accept", DIED_BETWEEN_READ_AND_ACCEPT), ("after-accept", DIED_AFTER_ACCEPTING)],
+)
+def test_a_poller_that_dies_mid_batch_never_trims_an_entry_it_has_not_handled(
+    make_poller: MakePoller,
+    redis_server: RedisBackend,
+    redis_client: redis.Redis,
+    where: str,
+    status: int,
+) -> None:
+    keep_none = {"MAIL_STREAM_RETENTION": "0"}
+    # Given 100 commands handled and trimmed by a poller that keeps none, and 150 more
+    for number in range(100):
+        publish(redis_client, command(number))
+    drain(make_poller(**keep_none)[0], redis_client)
+    published = [publish(redis_client, command(number)) for number in range(100, 250)]
+
+    # When a poller process that trims as it goes dies in the middle of a batch
+    died = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.crashing_poller",
+            json.dumps({**redis_server.environ(), **keep_none}),
+            where,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert died.returncode == status, died.stderr
+
+    # Then every entry after the stored offset is still on the stream, whatever
+    # had been accepted (after-accept over partitions: deliveries, no offset)
+    offset = stored_offset(redis_client)
+    assert offset is not None
+    unhandled = [entry_id for entry_id in published if stream_id(entry_id) > stream_id(offset)]
+    assert unhandled
+    assert stream_ids(redis_client, after=offset) == unhandled
+
+    # When the next poller runs, once the dead one's lease has expired
+    time.sleep(1.2)
+    report = drain(make_poller(**keep_none)[0], redis_client)
+
+    # Then every command is a delivery exactly once, and the handled ones are trimmed
+    assert report.accepted + report.duplicates == len(unhandled)
+    assert count_deliveries(redis_client) == 250
+    assert find_partial_state(redis_client) == []
+    assert len(stream_ids(redis_client)) <= TRIM_SLACK
+
+
+def test_trimming_through_an_entry_never_deletes_one_after_it(
+    redis_server: RedisBackend, redis_client: redis.Redis
+) -> None:
+    # Given 1,000 commands on the stream
+    pipe = redis_client.pipeline(transaction=False)
+    for number in range(1000):
+        pipe.xadd(STREAM, cast(StreamFields, command(number)))
+    published = [str(entry_id) for entry_id in pipe.execute()]
+    settings = Settings.from_environ(redis_server.environ())
+    stream = RedisCommandStream(build_redis_client(settings, decode_responses=False), STREAM)
+
+    # When it is trimmed through ever later entries, at most 50 entries a call
+    for point in [published[10], published[499], published[998]]:
+        while stream.trim_through(point, limit=50) > 0:
+            kept = stream_ids(redis_client)
+            # Then each call deletes only the oldest, never one after the point
+            assert kept == published[-len(kept) :]
+            assert len(kept) >= 1000 - published.index(point) - 1
+
+    # And at the end little more than the last entry is left (whole nodes go)
+    assert 1 <= redis_client.xlen(STREAM) <= 100

@@ -21,6 +21,7 @@ outcome (tests/integration/test_stream_poller.py, test_delivery_pipeline.py).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,7 +39,7 @@ from mailcore.composition import build_provider, build_stream_poller, load_catal
 from mailcore.config import Settings
 from mailcore.contracts.attempt_message import decode_claim
 from mailcore.domain.clock import SystemClock
-from mailcore.ports import ClaimedAttempt, StartResult
+from mailcore.ports import ClaimedAttempt, StartResult, stream_id
 from mailcore.services.attempts import AttemptExecutor, AttemptReport
 from mailcore.store.attempt_store import RedisAttemptStore
 from mailcore.store.client import build_redis_client
@@ -396,16 +397,18 @@ def test_a_stream_poller_killed_at_any_moment_loses_and_doubles_nothing(
     pipe = redis_client.pipeline(transaction=False)
     for number in range(1500):
         pipe.xadd(STREAM, cast(StreamFields, command(number)))
-    pipe.execute()
+    published = [str(entry_id) for entry_id in pipe.execute()]
 
     def accepted() -> int:
         return redis_client.zcard(KEYS.index_created_at())
 
-    # When poller processes are killed (SIGKILL) wherever they happen to be,
-    #      three times, each once it has accepted some more
+    # When poller processes that trim after every batch, keeping no handled
+    #      entry, are killed (SIGKILL) wherever they happen to be, three times,
+    #      each once it has accepted some more
+    environ = json.dumps({"MAIL_REDIS_ADDR": redis_server.addr, "MAIL_STREAM_RETENTION": "0"})
     for threshold in (300, 750, 1200):
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.killable_poller", redis_server.addr],
+            [sys.executable, "-m", "tests.support.killable_poller", environ],
             cwd=REPO_ROOT,
         )
         try:
@@ -416,6 +419,13 @@ def test_a_stream_poller_killed_at_any_moment_loses_and_doubles_nothing(
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=30)
+        # Then each time, every entry after the stored offset is still on the stream
+        offset = cast(str, redis_client.get(KEYS.stream_offset(STREAM)))
+        unhandled = [e for e in published if stream_id(e) > stream_id(offset)]
+        left = cast(list[tuple[str, Any]], redis_client.xrange(STREAM, f"({offset}", "+"))
+        assert [entry_id for entry_id, _ in left] == unhandled
+        # And handled ones were trimmed, in whole storage nodes
+        assert redis_client.xlen(STREAM) <= len(unhandled) + 100 + 10
     accepted_before = accepted()
     assert accepted_before < 1500
 

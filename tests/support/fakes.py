@@ -14,6 +14,7 @@ from mailcore.ports import (
     StreamBatchResult,
     StreamEntry,
     StreamEntryResult,
+    stream_id,
 )
 
 
@@ -85,33 +86,57 @@ class ScriptedLease:
 
 
 class ListCommandStream:
-    """A CommandStream over a list; optionally fails the first reads."""
+    """A CommandStream (and TrimmableStream) over a list; optionally fails the first reads."""
 
     def __init__(self, entries: list[StreamEntry], failures: int = 0) -> None:
         self.entries = entries
         self.failures = failures
         self.reads = 0
+        self.trims: list[str] = []  # the entry id of each trim_through call
+
+    def trim_through(self, entry_id: str, limit: int) -> int:
+        """Exact where Redis is approximate: deletes every entry up to ``entry_id``."""
+        self.trims.append(entry_id)
+        doomed = [e for e in self.entries if stream_id(e.entry_id) <= stream_id(entry_id)]
+        doomed = doomed[:limit]
+        self.entries = [e for e in self.entries if e not in doomed]
+        return len(doomed)
 
     def read_after(self, offset: str, count: int, block_ms: int) -> list[StreamEntry]:
         self.reads += 1
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("redis unavailable: ConnectionError")
-        ids = [entry.entry_id for entry in self.entries]
-        start = ids.index(offset) + 1 if offset in ids else 0
-        return self.entries[start : start + count]
+        after = [e for e in self.entries if stream_id(e.entry_id) > stream_id(offset)]
+        return after[:count]
 
 
 class InMemoryStreamStore:
-    """A StreamAcceptanceStore keeping the offset compare-and-set contract."""
+    """A StreamAcceptanceStore (and StreamTrimPoints) keeping the offset compare-and-set
+    contract, and trim marks written with the offset as accept_batch.lua writes them."""
 
     def __init__(self) -> None:
         self.offset = "0-0"
         self.accepted: list[str] = []
         self.malformed: list[str] = []
+        self.marks: list[tuple[int, str]] = []  # (entries handled so far, offset), oldest first
+        self.trim_point_failures = 0
 
     def read_offset(self, stream: str) -> str:
         return self.offset
+
+    def stream_trim_point(self, stream: str, retention: int) -> str | None:
+        if self.trim_point_failures:
+            self.trim_point_failures -= 1
+            raise StoreUnavailable("redis unavailable: TimeoutError")
+        if not self.marks:
+            return None
+        keep_from = self.marks[-1][0] - retention
+        older = [mark for mark in self.marks if mark[0] <= keep_from]
+        if not older:
+            return None
+        self.marks = [mark for mark in self.marks if mark[0] >= older[-1][0]]
+        return min(older[-1][1], self.offset, key=stream_id)
 
     def accept_stream_batch(
         self,
@@ -138,6 +163,8 @@ class InMemoryStreamStore:
                     )
                 )
         self.offset = items[-1].stream_entry_id
+        handled = (self.marks[-1][0] if self.marks else 0) + len(items)
+        self.marks.append((handled, self.offset))
         return StreamBatchResult(False, self.offset, tuple(results))
 
     def submit_stream_batch(

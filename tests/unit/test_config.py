@@ -165,6 +165,7 @@ def test_variable_names_list_every_setting() -> None:
         "MAIL_REDIS_COMMAND_STREAM",
         "MAIL_STREAM_BLOCK_TIMEOUT",
         "MAIL_STREAM_BATCH_SIZE",
+        "MAIL_STREAM_RETENTION",
         "MAIL_MAX_RECIPIENTS",
         "MAIL_MAX_SUBJECT_CHARS",
         "MAIL_MAX_ATTACHMENT_BYTES",
@@ -395,3 +396,13 @@ def test_mailctls_api_url_in_the_same_shell_is_not_a_typo() -> None:
 
     # Then the functions start, and ignore it
     assert Settings.from_environ(environ) == Settings.from_environ(MINIMAL)
+
+
+def test_the_stream_retention_is_a_count_of_handled_entries_kept() -> None:
+    # Given no setting, Then the poller keeps the last 10,000 handled entries
+    assert Settings.from_environ(MINIMAL).stream_retention == 10_000
+    # And 0 (keep none) is a choice; a negative or non-number count is refused, named
+    assert Settings.from_environ({**MINIMAL, "MAIL_STREAM_RETENTION": "0"}).stream_retention == 0
+    for bad in ("-1", "10k"):
+        with pytest.raises(ConfigError, match="MAIL_STREAM_RETENTION"):
+            Settings.from_environ({**MINIMAL, "MAIL_STREAM_RETENTION": bad})

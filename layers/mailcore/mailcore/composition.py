@@ -206,7 +206,12 @@ def build_stream_poller(
     sqs_client: Any = None,
     tracing: XRayProvider | None = None,
 ) -> StreamPoller:
-    from mailcore.services.stream_intake import MAX_CALL_ENTRIES, StreamIntake, StreamPoller
+    from mailcore.services.stream_intake import (
+        MAX_CALL_ENTRIES,
+        StreamIntake,
+        StreamPoller,
+        StreamTrimmer,
+    )
     from mailcore.services.stream_tracing import TracedStreamIntake
     from mailcore.store.command_stream import RedisCommandStream
     from mailcore.store.keys import RedisKeys
@@ -255,6 +260,7 @@ def build_stream_poller(
         observer,
         batch_size=settings.stream_batch_size,
         block_ms=int(block.total_seconds() * 1000),
+        trimmer=StreamTrimmer(store, stream, stream_name, settings.stream_retention),
     )
 
 

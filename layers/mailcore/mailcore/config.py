@@ -81,6 +81,7 @@ CLAIM_PERIOD_EXTRA = timedelta(seconds=30)
 # scheduler's clocks. A send therefore ends well before recovery could hand
 # its delivery to another worker.
 SEND_DEADLINE_MARGIN = timedelta(seconds=10)
+MAX_STREAM_RETENTION = 100_000_000
 
 
 class ConfigError(ValueError):
@@ -243,6 +244,16 @@ class Settings(BaseModel):
             "Most stream entries read at a time; they are accepted in pipelined atomic "
             "steps of up to 20, each moving the offset."
         ),
+    )
+    stream_retention: int = Field(
+        default=10_000,
+        ge=0,
+        le=MAX_STREAM_RETENTION,
+        alias="MAIL_STREAM_RETENTION",
+        description="How many handled command-stream entries the poller keeps for inspection; "
+        "it trims older ones (`XTRIM MINID`), never one it has not accepted or recorded "
+        "malformed. Also the margin a Redis failover that loses the last offset writes can "
+        "re-read from (docs/scaling.md).",
     )
     max_recipients: int = Field(
         default=50,

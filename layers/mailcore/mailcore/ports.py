@@ -86,9 +86,34 @@ class StreamEntry:
     fields: tuple[tuple[bytes, bytes], ...]  # in order; a name may repeat
 
 
+def stream_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as what orders it: compare these, not the text."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
 class CommandStream(Protocol):
     def read_after(self, offset: str, count: int, block_ms: int) -> list[StreamEntry]:
         """Entries after ``offset``, waiting up to ``block_ms`` for the first one."""
+        ...
+
+
+class TrimmableStream(Protocol):
+    def trim_through(self, entry_id: str, limit: int) -> int:
+        """Delete entries up to ``entry_id``, never one after it; at most ``limit`` at once.
+
+        Approximately: whole storage nodes only, so a few entries at or below
+        ``entry_id`` may stay. Answers how many were deleted.
+        """
+        ...
+
+
+class StreamTrimPoints(Protocol):
+    def stream_trim_point(self, stream: str, retention: int) -> str | None:
+        """The newest handled entry that may go, keeping the last ``retention`` handled ones.
+
+        None while there is nothing to trim. Never an entry after the stored offset.
+        """
         ...
 
 

@@ -1,10 +1,12 @@
-"""Accept generic mail from the command stream: decode, accept, advance, loop.
+"""Accept generic mail from the command stream: decode, accept, advance, trim, loop.
 
 :class:`StreamIntake` turns one read batch into deliveries and malformed
 records, accepted together with the stream offset in atomic steps.
-:class:`StreamPoller` is the loop a ``stream_poller`` invocation runs: it holds
-the lease, reads from the stored offset, hands batches to the intake and stops
-shortly before its time is up.
+:class:`StreamTrimmer` removes handled entries from the stream, keeping the
+last ``MAIL_STREAM_RETENTION`` of them. :class:`StreamPoller` is the loop a
+``stream_poller`` invocation runs: it holds the lease, reads from the stored
+offset, hands batches to the intake, trims now and then, and stops shortly
+before its time is up.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from mailcore.ports import (
     StreamAcceptanceStore,
     StreamBatchResult,
     StreamEntry,
+    StreamTrimPoints,
+    TrimmableStream,
 )
 from mailcore.services.dispatch import Dispatcher
 from mailcore.services.leased import run_under_lease
@@ -50,6 +54,13 @@ MAX_CALL_BYTES = 4 * 1024 * 1024
 # pipelined steps (see StreamIntake.accept), short enough that the last one,
 # which nothing overlaps, costs little, and that Redis is never blocked long.
 MAX_CALL_ENTRIES = 20
+# Trimming costs Redis work in proportion to what it deletes, so the poller
+# trims at most once a second (and when it goes idle or stops), and one XTRIM
+# deletes at most TRIM_LIMIT entries: a backlog of millions, after an upgrade
+# or an outage, goes in short steps that never hold Redis for long.
+TRIM_INTERVAL_MS = 1000
+TRIM_LIMIT = 10_000
+TRIM_CALLS = 10  # XTRIMs per trim at most; the rest waits for the next trim
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +290,52 @@ class StreamIntake:
         return [chunk for chunk in chunks if chunk]
 
 
+class StreamTrimmer:
+    """Trims the command stream below what has been handled, keeping ``retention`` entries.
+
+    The producer never trims its outbox (DESIGN 4.11), so the poller does.
+    Where to trim is read back from the store each time: the newest entry
+    at least ``retention`` handled entries behind the stored offset, found
+    through the marks written in the same atomic step as the offset
+    (``accept_batch.lua``). An entry is therefore trimmed only once it has
+    been accepted or recorded malformed, whatever crashed in between. On a
+    cluster the stream and the offset live in different slots, so the trim
+    is a command of its own after that read; it is still safe, since the
+    point it trims through was committed before it was read, and a
+    committed offset never goes back.
+    """
+
+    def __init__(
+        self,
+        points: StreamTrimPoints,
+        stream: TrimmableStream,
+        stream_name: str,
+        retention: int,
+        *,
+        limit: int = TRIM_LIMIT,
+        calls: int = TRIM_CALLS,
+    ) -> None:
+        self._points = points
+        self._stream = stream
+        self._stream_name = stream_name
+        self._retention = retention
+        self._limit = limit
+        self._calls = calls
+
+    def trim(self) -> int:
+        """Trim what may go now; how many entries went."""
+        point = self._points.stream_trim_point(self._stream_name, self._retention)
+        if point is None:
+            return 0
+        trimmed = 0
+        for _ in range(self._calls):
+            deleted = self._stream.trim_through(point, self._limit)
+            trimmed += deleted
+            if deleted == 0:
+                break
+        return trimmed
+
+
 class PollObserver(Protocol):
     """Told what the poller does, for logs and metrics (the poller itself stays quiet)."""
 
@@ -294,6 +351,7 @@ class PollReport:
     accepted: int = 0
     duplicates: int = 0
     malformed: int = 0
+    trimmed: int = 0  # stream entries deleted, handled ones beyond the retention
     store_errors: int = 0
     offset: str | None = None
     stopped_because: str = ""
@@ -326,6 +384,9 @@ class StreamPoller:
         block_ms: int,
         reserve_ms: int = 3000,
         sleep: Callable[[float], None] = time.sleep,
+        trimmer: StreamTrimmer | None = None,
+        trim_interval_ms: int = TRIM_INTERVAL_MS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._intake = intake
         self._stream = stream
@@ -335,6 +396,9 @@ class StreamPoller:
         self._block_ms = block_ms
         self._reserve_ms = reserve_ms
         self._sleep = sleep
+        self._trimmer = trimmer
+        self._trim_interval_s = trim_interval_ms / 1000
+        self._monotonic = monotonic
 
     def run(self, time_left_ms: Callable[[], int]) -> PollReport:
         """Consume until less than the block timeout plus a reserve is left."""
@@ -349,10 +413,12 @@ class StreamPoller:
     def _loop(self, time_left_ms: Callable[[], int], report: PollReport) -> None:
         offset: str | None = None
         failures = 0
+        trim = _TrimSchedule(self._monotonic, self._trim_interval_s)
         while True:
             budget = time_left_ms() - self._reserve_ms
             if budget <= 0:
                 report.stopped_because = "time is up"
+                self._trim(report, trim, stopping=True)
                 return
             try:
                 if not self._lease.renew():
@@ -366,6 +432,7 @@ class StreamPoller:
                 )
                 if not entries:
                     failures = 0
+                    self._trim(report, trim, stopping=True)  # idle: catch up now
                     continue
                 result = self._intake.accept(offset, entries)
                 failures = 0
@@ -376,11 +443,26 @@ class StreamPoller:
             if result.handled:
                 report.add(result.handled)
                 self._observer.entries_handled(result.handled)
+                trim.handled()
             offset = None if result.offset_moved else result.offset
             report.offset = result.offset
             if result.interrupted_by is not None:
                 failures += 1
                 self._back_off(report, result.interrupted_by, failures, budget)
+            else:
+                self._trim(report, trim, stopping=False)
+
+    def _trim(self, report: PollReport, schedule: _TrimSchedule, *, stopping: bool) -> None:
+        """Trim if entries were handled since the last trim and it is time (or now or never)."""
+        if self._trimmer is None or not schedule.due(stopping):
+            return
+        schedule.trimmed()
+        try:
+            report.trimmed += self._trimmer.trim()
+        except StoreUnavailable as error:
+            # Nothing is lost: the next trim deletes what this one did not.
+            report.store_errors += 1
+            self._observer.store_unavailable(error)
 
     def _back_off(
         self, report: PollReport, error: StoreUnavailable, failures: int, budget: int
@@ -390,3 +472,25 @@ class StreamPoller:
         report.store_errors += 1
         self._observer.store_unavailable(error)
         self._sleep(min(0.05 * 2**failures, 1.0, max(budget, 0) / 1000))
+
+
+class _TrimSchedule:
+    """When the poller trims: once entries were handled, at most every ``interval_s``."""
+
+    def __init__(self, monotonic: Callable[[], float], interval_s: float) -> None:
+        self._monotonic = monotonic
+        self._interval_s = interval_s
+        self._pending = False  # entries handled since the last trim
+        self._last = -interval_s
+
+    def handled(self) -> None:
+        self._pending = True
+
+    def due(self, stopping: bool) -> bool:
+        if not self._pending:
+            return False
+        return stopping or self._monotonic() - self._last >= self._interval_s
+
+    def trimmed(self) -> None:
+        self._pending = False
+        self._last = self._monotonic()

@@ -48,6 +48,20 @@ class RedisCommandStream:
                 entries.append(StreamEntry(_text(entry_id), pairs))
         return entries
 
+    def trim_through(self, entry_id: str, limit: int) -> int:
+        """``XTRIM MINID ~``: every storage node whose entries all come at or before ``entry_id``.
+
+        ``~`` removes whole nodes only, so it never touches an entry after
+        ``entry_id`` (``MAXLEN`` could, as the producer adds), and ``LIMIT``
+        bounds the work of one call. On a cluster the stream is on its own
+        node; the cluster client routes the command by the key.
+        """
+        with translate_errors():
+            deleted = self._client.xtrim(
+                self._stream, minid=_successor(entry_id), approximate=True, limit=limit
+            )
+        return int(deleted)
+
     def _read_from_cluster(self, offset: str, count: int, block_ms: int) -> Any:
         """XREAD on the node that owns the stream, the reply taken as sent.
 
@@ -103,3 +117,14 @@ def _streams(reply: Any) -> list[tuple[Any, Any]]:
 
 def _text(value: bytes | str) -> str:
     return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+def _successor(entry_id: str) -> str:
+    """The smallest stream id after ``entry_id``: MINID keeps what is not below it."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    if int(sequence) == MAX_SEQUENCE:
+        return f"{int(milliseconds) + 1}-0"
+    return f"{milliseconds}-{int(sequence) + 1}"
+
+
+MAX_SEQUENCE = 2**64 - 1

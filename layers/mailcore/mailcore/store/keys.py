@@ -9,7 +9,9 @@ stream offset, malformed-command records, leases) live in partition 0's
 slot, so with one partition a stream batch and its offset move in one step.
 
 The command stream is the producer's key and carries no tag; it is only read
-with ``XREAD`` outside scripts.
+with ``XREAD`` and trimmed with ``XTRIM``, outside scripts. A delivery id may
+hold any visible ASCII, braces and colons too: the partition's tag comes
+first in every key, and Redis hashes only the first ``{...}``.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class RedisKeys:
     def stream_offset(self, stream: str) -> str:
         return f"{self.prefix}stream_offset:{stream}"
 
+    def stream_trim_marks(self, stream: str) -> str:
+        return f"{self.prefix}stream_marks:{stream}"
+
     def malformed_command(self, stream_entry_id: str) -> str:
         return f"{self.prefix}malformed:{stream_entry_id}"
 
@@ -170,6 +175,13 @@ def key_catalog(keys: RedisKeys | None = None) -> list[KeySpec]:
             "string",
             "none",
             "id of the last command stream entry accepted or recorded malformed",
+        ),
+        KeySpec(
+            k.stream_trim_marks("<stream>"),
+            "sorted set, score entries handled so far, member stream entry id",
+            "members older than the trim point are removed as the poller trims",
+            "where the offset moved, written with it: how the poller finds the entry "
+            "`MAIL_STREAM_RETENTION` handled entries back, to trim the stream below it",
         ),
         KeySpec(
             k.malformed_command("<stream_entry_id>"),

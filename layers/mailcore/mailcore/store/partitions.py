@@ -91,6 +91,9 @@ class PartitionedDeliveryStore:
     def read_offset(self, stream: str) -> str:
         return self._stores[CONTROL_PARTITION].read_offset(stream)
 
+    def stream_trim_point(self, stream: str, retention: int) -> str | None:
+        return self._stores[CONTROL_PARTITION].stream_trim_point(stream, retention)
+
     def accept_stream_batch(
         self,
         stream: str,
@@ -141,7 +144,7 @@ class PartitionedDeliveryStore:
         malformed = [entry for entry in outcome if isinstance(entry, MalformedCommand)]
         new_offset = items[-1].stream_entry_id
         reply = self._stores[CONTROL_PARTITION].record_and_advance(
-            stream, expected_offset, new_offset, malformed
+            stream, expected_offset, new_offset, malformed, covered=len(items)
         )
         if reply[0] == "offset_moved":
             return StreamBatchResult(True, reply[1])

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from itertools import chain
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import hiredis
 import redis
@@ -24,6 +24,7 @@ from mailcore.ports import (
     PendingDelivery,
     StreamBatchResult,
     StreamEntryResult,
+    stream_id,
 )
 from mailcore.store.client import is_cluster
 from mailcore.store.codec import (
@@ -103,6 +104,7 @@ class RedisDeliveryStore:
         self._malformed_ttl_ms = _ms(malformed_command_ttl)
         # register_script sends EVALSHA and reloads the script on NOSCRIPT.
         self._accept_batch: Script = client.register_script(load_lua("accept_batch.lua"))
+        self._stream_trim_point: Script = client.register_script(load_lua("stream_trim_point.lua"))
 
     # -- AcceptanceStore (REST intake: one delivery, conflicts reported) ---------------
 
@@ -117,7 +119,7 @@ class RedisDeliveryStore:
         self._verify_layout()
         call = _ScriptCall()
         self._add_acceptance(call, delivery, first_attempt, fingerprint, outcome, "report")
-        reply = self._run(call, offset_key=None, expected_offset="", new_offset="")
+        reply = self._call(*_script_input(call, None))
         verdict = reply[1][0]
         if verdict[0] == "created":
             return AcceptanceResult(True, verdict[1], outcome, True)
@@ -131,6 +133,23 @@ class RedisDeliveryStore:
         with translate_errors():
             stored = self._client.get(self._keys.stream_offset(stream))
         return cast(str | None, stored) or "0-0"
+
+    def stream_trim_point(self, stream: str, retention: int) -> str | None:
+        """The newest entry that may be trimmed, keeping ``retention`` handled ones; None: none.
+
+        Read from what the store has committed (the offset and the marks
+        written with it), never from what a poller believes it has done.
+        """
+        keys = [self._keys.stream_offset(stream), self._keys.stream_trim_marks(stream)]
+        with translate_errors():
+            reply = self._stream_trim_point(keys=keys, args=[retention])
+        if not reply:
+            return None
+        mark, offset = (str(part) for part in reply)
+        # The marks never pass the offset; were the offset ever set back by
+        # hand, the entries after it are not handled, whatever a mark says.
+        point = min(mark, offset, key=stream_id)
+        return None if point == "0-0" else point
 
     def accept_stream_batch(
         self,
@@ -151,11 +170,11 @@ class RedisDeliveryStore:
         self._verify_layout()
         now = self._clock.now_ms()
         new_offset = items[-1].stream_entry_id
-        offset_key = self._keys.stream_offset(stream)
+        step = self._offset_step(stream, expected_offset, new_offset, len(items))
 
         def script_input(with_records: bool) -> tuple[list[str], list[str | int]]:
             call = self._stream_call(stream, items, now, with_records=with_records)
-            return _script_input(call, offset_key, expected_offset, new_offset)
+            return _script_input(call, step)
 
         # First without the malformed records of the deliveries: they are
         # only written for a conflict, and building them (redacted raw
@@ -186,7 +205,7 @@ class RedisDeliveryStore:
             self._add_acceptance(
                 call, item.delivery, item.first_attempt, item.fingerprint, item.outcome, "report"
             )
-        answer = self._send(*_script_input(call, None, "", ""))
+        answer = self._send(*_script_input(call, None))
 
         def verdicts() -> list[Any]:
             reply = answer()
@@ -202,11 +221,24 @@ class RedisDeliveryStore:
         expected_offset: str,
         new_offset: str,
         malformed: Sequence[MalformedCommand],
+        covered: int,
     ) -> Any:
-        """Write malformed records and move the offset, in one step; the script's reply."""
+        """Write malformed records and move the offset over ``covered`` entries, in one step.
+
+        Answers the script's reply.
+        """
         call = self._stream_call(stream, malformed, self._clock.now_ms(), with_records=True)
-        offset_key = self._keys.stream_offset(stream)
-        return self._call(*_script_input(call, offset_key, expected_offset, new_offset))
+        step = self._offset_step(stream, expected_offset, new_offset, covered)
+        return self._call(*_script_input(call, step))
+
+    def _offset_step(self, stream: str, expected: str, new: str, covered: int) -> _OffsetStep:
+        return _OffsetStep(
+            self._keys.stream_offset(stream),
+            self._keys.stream_trim_marks(stream),
+            expected,
+            new,
+            covered,
+        )
 
     def _stream_result(
         self, items: Sequence[PendingDelivery | MalformedCommand], new_offset: str, reply: Any
@@ -346,11 +378,6 @@ class RedisDeliveryStore:
             fields["failure_message"] = malformed.message
         return [stream_entry_id, self._malformed_ttl_ms, now, len(fields), *_flatten(fields)]
 
-    def _run(
-        self, call: _ScriptCall, *, offset_key: str | None, expected_offset: str, new_offset: str
-    ) -> Any:
-        return self._call(*_script_input(call, offset_key, expected_offset, new_offset))
-
     def _call(self, keys: list[str], args: list[str | int]) -> Any:
         return self._send(keys, args)()
 
@@ -423,13 +450,22 @@ def _pack(command: tuple[str | int, ...]) -> list[bytes]:
     return [hiredis.pack_command(cast(Any, command))]  # its stub takes 1-tuples only
 
 
-def _script_input(
-    call: _ScriptCall, offset_key: str | None, expected_offset: str, new_offset: str
-) -> tuple[list[str], list[str | int]]:
+class _OffsetStep(NamedTuple):
+    """A stream step's move of the offset, over ``covered`` entries."""
+
+    offset_key: str
+    marks_key: str
+    expected: str
+    new: str
+    covered: int
+
+
+def _script_input(call: _ScriptCall, step: _OffsetStep | None) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of one ``accept_batch.lua`` call."""
-    keys = ([offset_key] if offset_key else []) + call.keys
-    args = ["1" if offset_key else "0", expected_offset, new_offset, call.count, *call.entries]
-    return keys, args
+    if step is None:
+        return call.keys, [0, "", "", call.count, *call.entries]
+    keys = [step.offset_key, step.marks_key, *call.keys]
+    return keys, [step.covered, step.expected, step.new, call.count, *call.entries]
 
 
 def _ms(value: timedelta) -> int:

@@ -1,9 +1,13 @@
 -- Accept a batch of deliveries and malformed-command records in one atomic
 -- step, optionally advancing a stream offset with them.
 --
--- ARGV[1]  "1": KEYS[1] is a stream offset, advanced to ARGV[3] if it still
---          equals ARGV[2] (else nothing is written: another poller moved it)
---          "0": no offset (the REST intake)
+-- ARGV[1]  how many stream entries the step covers; "0": none, no offset
+--          (the REST intake). Otherwise KEYS[1] is the stream offset,
+--          advanced to ARGV[3] if it still equals ARGV[2] (else nothing is
+--          written: another poller moved it), and KEYS[2] the stream's trim
+--          marks: ARGV[3] is added, scored by the number of entries handled
+--          so far, so the poller can find an entry a given number of handled
+--          entries back without reading them (services/stream_intake.py).
 -- ARGV[2]  expected offset        ARGV[3]  new offset
 -- ARGV[4]  number of entries; then, per entry: kind, key count, arg count, args
 --
@@ -42,12 +46,13 @@
 -- end with one ZADD per index key.
 
 local key_at = 1
-if ARGV[1] == '1' then
+local covered = tonumber(ARGV[1])
+if covered > 0 then
   local stored = redis.call('GET', KEYS[1]) or '0-0'
   if stored ~= ARGV[2] then
     return {'offset_moved', stored}
   end
-  key_at = 2
+  key_at = 3
 end
 
 local CONFLICT_MESSAGES = {
@@ -186,7 +191,12 @@ for _, key in ipairs(zadd_keys) do
   end
 end
 
-if ARGV[1] == '1' then
+if covered > 0 then
   redis.call('SET', KEYS[1], ARGV[3])
+  local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  local handled = covered
+  if top[2] then handled = handled + tonumber(top[2]) end
+  -- %.0f: a Lua number passed as it is would be written with 14 digits at most
+  redis.call('ZADD', KEYS[2], string.format('%.0f', handled), ARGV[3])
 end
 return {'ok', results}
