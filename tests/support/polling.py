@@ -30,14 +30,21 @@ class RecordingObserver:
         return {entry.stream_entry_id: entry for entry in self.handled}
 
 
+# XINFO STREAM also answers the first and last entries, which need not be
+# UTF-8 (a decoding client would fail on them): only the id comes back.
+_LAST_GENERATED_ID = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then return info[i + 1] end
+end
+"""
+
+
 def last_entry_id(client: redis.Redis, stream: str = STREAM) -> str:
     """The id of the newest entry added, ``0-0`` for no stream; it may have been trimmed
     since (the poller trims what it handled, keeping ``MAIL_STREAM_RETENTION`` entries)."""
-    try:
-        info = client.xinfo_stream(stream)
-    except redis.ResponseError:  # no such key
-        return "0-0"
-    newest = info["last-generated-id"]
+    newest = client.eval(_LAST_GENERATED_ID, 1, stream)
     return newest.decode() if isinstance(newest, bytes) else str(newest)
 
 
